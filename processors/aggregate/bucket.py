@@ -1,0 +1,102 @@
+"""One hour of one (model, provider): the unit of state, of merging and of storage.
+
+Pure: no Kafka, no Faust, no ClickHouse. A bucket is initialised empty, events
+are added, buckets merge (across providers for the all-providers row, across
+hours for the rolling 7 days), and ``figures()`` turns a bucket into the
+numbers of PRODUCT.md. Rates and quantiles are computed only in ``figures()``,
+never stored, so that merging stays exact.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from processors.aggregate.sketch import QuantileSketch
+from schemas.event import EXCLUDED_FROM_ERROR_RATE, RequestEvent
+from schemas.stats import Figures
+
+__all__ = ["HourBucket"]
+
+_FORMAT = 1
+_HEAD = struct.Struct("<BQQQQQII")  # format, requests, in, out, errors, denom, len(ttft), len(tps)
+
+
+@dataclass(slots=True)
+class HourBucket:
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    errors: int = 0
+    error_denominator: int = 0
+    ttft: QuantileSketch = field(default_factory=QuantileSketch)
+    output_tps: QuantileSketch = field(default_factory=QuantileSketch)
+
+    def add(self, event: RequestEvent) -> None:
+        """Count one event, following "What the numbers mean" to the letter."""
+        self.requests += 1
+        self.input_tokens += event.input_tokens
+        self.output_tokens += event.output_tokens
+        excluded = event.error_type in EXCLUDED_FROM_ERROR_RATE
+        if not excluded:
+            self.error_denominator += 1
+            if event.status == "error":
+                self.errors += 1
+        if event.status == "ok" and event.ttft_ms is not None:
+            self.ttft.add(event.ttft_ms)
+            tps = event.output_tps
+            if tps is not None:
+                self.output_tps.add(tps)
+
+    def merge(self, other: HourBucket) -> None:
+        self.requests += other.requests
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.errors += other.errors
+        self.error_denominator += other.error_denominator
+        self.ttft.merge(other.ttft)
+        self.output_tps.merge(other.output_tps)
+
+    def figures(self) -> Figures:
+        denom = self.error_denominator
+        return Figures(
+            requests=self.requests,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            traffic_tokens=self.input_tokens + self.output_tokens,
+            errors=self.errors,
+            error_denominator=denom,
+            error_rate=(self.errors / denom) if denom else None,
+            ttft_samples=self.ttft.count,
+            ttft_p50_ms=self.ttft.quantile(0.50),
+            ttft_p95_ms=self.ttft.quantile(0.95),
+            ttft_p99_ms=self.ttft.quantile(0.99),
+            output_tps_samples=self.output_tps.count,
+            output_tps_p50=self.output_tps.quantile(0.50),
+        )
+
+    def to_bytes(self) -> bytes:
+        t = self.ttft.to_bytes()
+        s = self.output_tps.to_bytes()
+        head = _HEAD.pack(
+            _FORMAT,
+            self.requests,
+            self.input_tokens,
+            self.output_tokens,
+            self.errors,
+            self.error_denominator,
+            len(t),
+            len(s),
+        )
+        return head + t + s
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> HourBucket:
+        fmt, req, tin, tout, err, denom, lt, ls = _HEAD.unpack_from(data, 0)
+        if fmt != _FORMAT:
+            raise ValueError(f"unknown bucket format {fmt}")
+        view = memoryview(data)
+        pos = _HEAD.size
+        ttft = QuantileSketch.from_bytes(view[pos : pos + lt])
+        tps = QuantileSketch.from_bytes(view[pos + lt : pos + lt + ls])
+        return cls(req, tin, tout, err, denom, ttft, tps)

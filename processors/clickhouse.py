@@ -1,0 +1,180 @@
+"""The one place that talks to ClickHouse, over ``chdb://`` (in-process) or ``http(s)://``.
+
+Nothing else in the code knows which transport is behind a DSN. Caller
+mistakes (a DSN we cannot use) raise ``ConfigError``; a server or engine that
+fails raises ``OperationalError`` (retriable).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from schemas.errors import ConfigError, OperationalError
+
+__all__ = ["ClickHouse", "connect", "describe_dsn"]
+
+log = logging.getLogger(__name__)
+_SCHEMES = ("chdb", "http", "https")
+
+
+def describe_dsn(dsn: str) -> str:
+    """The DSN without its password, for messages and logs."""
+    parts = urlsplit(dsn)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return dsn
+
+
+def _chdb_path(dsn: str) -> Path | None:
+    parts = urlsplit(dsn)
+    if parts.scheme != "chdb":
+        return None
+    path = (parts.netloc + parts.path) if parts.netloc else parts.path
+    return Path(path) if path and path != ":memory:" else None
+
+
+def validate_dsn(dsn: str) -> None:
+    """Reject a DSN we cannot use before anything connects (names the variable)."""
+    scheme = urlsplit(dsn).scheme
+    if scheme not in _SCHEMES:
+        raise ConfigError(
+            f"TELEMETRY_CLICKHOUSE={describe_dsn(dsn)!r}: scheme must be one of "
+            f"chdb://PATH, http://HOST:PORT or https://HOST:PORT"
+        )
+    if scheme in ("http", "https") and not urlsplit(dsn).hostname:
+        raise ConfigError(f"TELEMETRY_CLICKHOUSE={describe_dsn(dsn)!r}: missing host")
+
+
+class ClickHouse:
+    """A thin front over a clickhouse-connect client.
+
+    Every method the pipeline needs is implemented here once; the transport
+    (chDB or HTTP) only decides how the client is built.
+    """
+
+    def __init__(self, client: Any, dsn: str) -> None:
+        self._client = client
+        self.dsn = dsn
+
+    @property
+    def is_embedded(self) -> bool:
+        return urlsplit(self.dsn).scheme == "chdb"
+
+    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        try:
+            return self._client.command(sql, parameters=parameters)
+        except Exception as exc:
+            raise _wrap(exc, sql) from exc
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        try:
+            return list(self._client.query(sql, parameters=parameters).result_rows)
+        except Exception as exc:
+            raise _wrap(exc, sql) from exc
+
+    def query_table(
+        self, sql: str, parameters: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Column names and rows, for printing."""
+        try:
+            result = self._client.query(sql, parameters=parameters)
+        except Exception as exc:
+            raise _wrap(exc, sql) from exc
+        return list(result.column_names), list(result.result_rows)
+
+    def query_dicts(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        names, rows = self.query_table(sql, parameters)
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def insert(
+        self,
+        table: str,
+        rows: Sequence[Sequence[Any]],
+        column_names: Sequence[str],
+        *,
+        dedup_token: str | None = None,
+    ) -> int:
+        """Insert one block. ``dedup_token`` makes a retried block a no-op.
+
+        Tables set ``non_replicated_deduplication_window``, so a block inserted
+        again with the same token (a retry after a timeout, a sink that crashed
+        before committing its offsets) is dropped by ClickHouse itself.
+        """
+        if not rows:
+            return 0
+        settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
+        try:
+            self._client.insert(
+                table, rows, column_names=list(column_names), settings=settings
+            )
+        except Exception as exc:
+            raise _wrap(exc, f"INSERT INTO {table}") from exc
+        return len(rows)
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except Exception:  # closing is best effort
+            log.debug("closing ClickHouse client failed", exc_info=True)
+
+
+def _wrap(exc: Exception, what: str) -> Exception:
+    from clickhouse_connect.driver import exceptions as chx
+
+    if isinstance(exc, chx.OperationalError):
+        return OperationalError(f"ClickHouse unavailable during {what.split()[0]}: {exc}")
+    if isinstance(exc, chx.ClickHouseError):
+        msg = str(exc).split("\n")[0]
+        return QueryError(msg)
+    return exc
+
+
+class QueryError(ConfigError):
+    """ClickHouse refused a statement (syntax, unknown table, read-only, ...)."""
+
+
+def connect(dsn: str, *, settings: dict[str, Any] | None = None) -> ClickHouse:
+    """Validate the DSN, then connect. Keyword-only beyond the DSN; no queries run."""
+    validate_dsn(dsn)
+    import clickhouse_connect
+    from clickhouse_connect.driver import exceptions as chx
+
+    path = _chdb_path(dsn)
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+    try:
+        client = clickhouse_connect.get_client(dsn=dsn, settings=settings or {})
+    except chx.OperationalError as exc:
+        raise OperationalError(
+            f"cannot reach ClickHouse at {describe_dsn(dsn)}: check TELEMETRY_CLICKHOUSE "
+            f"and that the server is up ({str(exc).splitlines()[0][:160]})"
+        ) from None
+    except chx.ProgrammingError as exc:
+        if path is not None:
+            raise OperationalError(
+                f"the embedded ClickHouse at {path} is in use by another process "
+                f"(chDB admits one process per data directory{_owner_hint(path)}); "
+                "stop it, or point TELEMETRY_DATA_DIR elsewhere"
+            ) from None
+        raise ConfigError(f"TELEMETRY_CLICKHOUSE={describe_dsn(dsn)!r}: {exc}") from None
+    except chx.ClickHouseError as exc:
+        raise ConfigError(
+            f"TELEMETRY_CLICKHOUSE={describe_dsn(dsn)!r}: {str(exc).splitlines()[0]}"
+        ) from None
+    return ClickHouse(client, dsn)
+
+
+def _owner_hint(path: Path) -> str:
+    owner = path.parent / "owner.pid"
+    try:
+        pid = int(owner.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return ""
+    return f"; owned by pid {pid}"

@@ -1,0 +1,96 @@
+"""Bytes in, events out, and back: the hot path of every stage.
+
+``decode_event`` never returns None: it returns a valid event or raises
+``InvalidEvent`` naming the field and the rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from schemas.errors import InvalidEvent
+from schemas.event import RequestEvent
+
+__all__ = [
+    "MAX_EVENT_BYTES",
+    "decode_event",
+    "encode_event",
+    "event_to_dict",
+    "iter_ndjson",
+    "validate_event",
+]
+
+#: A single event larger than this is rejected before parsing (events carry no text).
+MAX_EVENT_BYTES = 64 * 1024
+
+_DUMP_OPTS = orjson.OPT_UTC_Z
+
+
+def _rule_from_pydantic(exc: ValidationError) -> InvalidEvent:
+    err = exc.errors(include_url=False)[0]
+    original = (err.get("ctx") or {}).get("error")
+    field_name = getattr(original, "field", None)
+    if field_name is not None:
+        return InvalidEvent(field_name, original.rule)
+    loc = ".".join(str(p) for p in err["loc"]) or "$"
+    msg = err["msg"]
+    if err["type"] == "missing":
+        msg = "is required"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    return InvalidEvent(loc, msg)
+
+
+def validate_event(data: Any, *, now: datetime | None = None) -> RequestEvent:
+    """Validate a decoded JSON value (should be an object) into an event."""
+    if isinstance(data, RequestEvent):
+        return data
+    if not isinstance(data, dict):
+        raise InvalidEvent("$", f"must be a JSON object, got {type(data).__name__}")
+    try:
+        return RequestEvent.model_validate(data, context={"now": now} if now else None)
+    except ValidationError as exc:
+        raise _rule_from_pydantic(exc) from None
+
+
+def decode_event(raw: bytes | bytearray | memoryview | str, *, now: datetime | None = None) -> RequestEvent:
+    """Parse one JSON document (bytes) into a valid event, or raise ``InvalidEvent``."""
+    if len(raw) > MAX_EVENT_BYTES:
+        raise InvalidEvent("$", f"event is {len(raw)} bytes, over the {MAX_EVENT_BYTES} byte limit")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent("$", f"malformed JSON ({exc.msg} at char {exc.pos})") from None
+    return validate_event(data, now=now)
+
+
+def event_to_dict(event: RequestEvent) -> dict[str, Any]:
+    return event.model_dump()
+
+
+def encode_event(event: RequestEvent) -> bytes:
+    """Compact JSON bytes with the contract's field names; ts in UTC with a Z."""
+    return orjson.dumps(event.model_dump(), option=_DUMP_OPTS)
+
+
+def iter_ndjson(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
+    """Split a byte stream into (line_number, line) without holding it all in memory.
+
+    Blank lines are skipped but still counted, so line numbers match an editor's.
+    """
+    lineno = 0
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            lineno += 1
+            if line.strip():
+                yield lineno, line
+    if pending.strip():
+        yield lineno + 1, pending

@@ -1,0 +1,160 @@
+"""The request event, schema version 1: one JSON object per request served.
+
+This model *is* the contract of PRODUCT.md. Field names are fixed; unknown
+fields are ignored and never stored (events carry no prompt or completion text).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "ERROR_TYPES",
+    "EXCLUDED_FROM_ERROR_RATE",
+    "FUTURE_TOLERANCE",
+    "SCHEMA_VERSION",
+    "ErrorType",
+    "RequestEvent",
+    "Status",
+]
+
+SCHEMA_VERSION = 1
+#: An event stamped further than this in the future is invalid (clock skew bound).
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+Status = Literal["ok", "error"]
+ErrorType = Literal[
+    "provider_error", "timeout", "rate_limited", "client_error", "gateway_error", "cancelled"
+]
+ERROR_TYPES: tuple[str, ...] = (
+    "provider_error",
+    "timeout",
+    "rate_limited",
+    "client_error",
+    "gateway_error",
+    "cancelled",
+)
+#: Failures that are the caller's doing: they count as requests but neither as
+#: serving errors nor in the error rate's denominator.
+EXCLUDED_FROM_ERROR_RATE: frozenset[str] = frozenset({"client_error", "cancelled"})
+
+NonNegInt = Annotated[StrictInt, Field(ge=0)]
+# Strict floats still accept JSON integers; bools are rejected.
+NonNegMs = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
+
+
+class RequestEvent(BaseModel):
+    """One request as the gateway saw it.
+
+    Validation context may carry ``now`` (a UTC datetime) so that the
+    future-timestamp rule is testable and consistent across a batch.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=False)
+
+    event_id: UUID
+    schema_version: Literal[1]
+    ts: datetime
+    gateway_id: Annotated[str, Field(min_length=1, max_length=128, strict=True)]
+    region: Annotated[str, Field(strict=True, max_length=128)] | None
+    model: Annotated[str, Field(min_length=1, max_length=200, strict=True)]
+    provider: Annotated[str, Field(min_length=1, max_length=100, strict=True)]
+    stream: StrictBool
+    status: Status
+    error_type: ErrorType | None
+    http_status: Annotated[StrictInt, Field(ge=100, le=599)]
+    ttft_ms: NonNegMs | None
+    latency_ms: NonNegMs
+    input_tokens: NonNegInt
+    output_tokens: NonNegInt
+    cached_input_tokens: NonNegInt
+
+    @field_validator("event_id", mode="before")
+    @classmethod
+    def _event_id_is_text(cls, v: Any) -> Any:
+        if not isinstance(v, str | UUID):
+            raise ValueError("must be a UUID string")
+        return v
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _ts_is_rfc3339(cls, v: Any) -> Any:
+        if isinstance(v, datetime):
+            parsed = v
+        elif isinstance(v, str):
+            try:
+                parsed = datetime.fromisoformat(v)
+            except ValueError:
+                raise ValueError("must be an RFC 3339 timestamp") from None
+        else:
+            raise ValueError("must be an RFC 3339 timestamp string")
+        if parsed.tzinfo is None:
+            raise ValueError("must carry a UTC offset (RFC 3339), e.g. 2026-01-01T00:00:00Z")
+        parsed = parsed.astimezone(UTC)
+        # Stored with millisecond precision: truncate here so every path agrees.
+        return parsed.replace(microsecond=parsed.microsecond - parsed.microsecond % 1000)
+
+    @field_validator("ts")
+    @classmethod
+    def _ts_not_in_future(cls, v: datetime, info: ValidationInfo) -> datetime:
+        now = (info.context or {}).get("now") or datetime.now(UTC)
+        if v - now > FUTURE_TOLERANCE:
+            raise ValueError("must not lie more than 5 minutes in the future")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RequestEvent:
+        if self.status == "ok" and self.error_type is not None:
+            raise _FieldRule("error_type", "must be null when status is ok")
+        if self.status == "error" and self.error_type is None:
+            raise _FieldRule("error_type", "is required when status is error")
+        if self.ttft_ms is not None and self.ttft_ms > self.latency_ms:
+            raise _FieldRule("ttft_ms", "must be <= latency_ms")
+        if self.cached_input_tokens > self.input_tokens:
+            raise _FieldRule("cached_input_tokens", "must be <= input_tokens")
+        return self
+
+    # Derived facts the aggregation and the sinks share, defined once.
+
+    @property
+    def counts_as_error(self) -> bool:
+        return self.status == "error" and self.error_type not in EXCLUDED_FROM_ERROR_RATE
+
+    @property
+    def in_error_denominator(self) -> bool:
+        return self.error_type not in EXCLUDED_FROM_ERROR_RATE
+
+    @property
+    def output_tps(self) -> float | None:
+        """Per-request generation speed, or None when the rule of PRODUCT.md excludes it."""
+        ttft = self.ttft_ms
+        if (
+            self.status != "ok"
+            or ttft is None
+            or self.output_tokens < 2
+            or not self.latency_ms > ttft
+        ):
+            return None
+        return self.output_tokens / ((self.latency_ms - ttft) / 1000.0)
+
+
+class _FieldRule(ValueError):
+    """Raised from the model validator to name a field other than the model itself."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        self.field = field
+        self.rule = rule
+        super().__init__(f"{field}: {rule}")

@@ -1,0 +1,72 @@
+"""The published numbers: one row of ``model_stats_7d`` and of ``model_stats_hourly``.
+
+Column names follow PRODUCT.md ("What the numbers mean"), plus the sample
+counts behind each rate and percentile so that readers (the exporter) can tell
+a figure from a handful of requests from a real one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass, fields
+from datetime import datetime
+from typing import Any
+
+__all__ = ["HOURLY_COLUMNS", "STATS_COLUMNS", "HourlyRow", "StatsRow"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Figures:
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    traffic_tokens: int
+    errors: int
+    error_denominator: int
+    error_rate: float | None
+    ttft_samples: int
+    ttft_p50_ms: float | None
+    ttft_p95_ms: float | None
+    ttft_p99_ms: float | None
+    output_tps_samples: int
+    output_tps_p50: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StatsRow:
+    """The rolling 7 days ending at ``as_of``; ``provider == ''`` means all providers."""
+
+    model: str
+    provider: str
+    as_of: datetime
+    window_start: datetime
+    figures: _Figures
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        return (self.model, self.provider, self.as_of, self.window_start, *astuple(self.figures))
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(zip(STATS_COLUMNS, self.as_tuple(), strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class HourlyRow:
+    """One hour of one (model, provider); ``provider == ''`` means all providers."""
+
+    model: str
+    provider: str
+    hour: datetime
+    as_of: datetime
+    figures: _Figures
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        return (self.model, self.provider, self.hour, self.as_of, *astuple(self.figures))
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(zip(HOURLY_COLUMNS, self.as_tuple(), strict=True))
+
+
+Figures = _Figures
+_FIGURE_COLUMNS = tuple(f.name for f in fields(_Figures))
+STATS_COLUMNS: tuple[str, ...] = ("model", "provider", "as_of", "window_start", *_FIGURE_COLUMNS)
+HOURLY_COLUMNS: tuple[str, ...] = ("model", "provider", "hour", "as_of", *_FIGURE_COLUMNS)
+__all__ += ["Figures"]

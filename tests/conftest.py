@@ -1,0 +1,145 @@
+"""Fixtures: a real Kafka broker and a real ClickHouse engine for every test run.
+
+Kafka: ``TELEMETRY_TEST_KAFKA`` if set, else testcontainers if a Docker engine
+answers, else ``deploy/local-kafka``, else skip with the reason (fail under CI).
+ClickHouse: ``TELEMETRY_TEST_CLICKHOUSE`` if set, else testcontainers, else a
+fresh ``chdb://`` directory for the session (chDB admits one engine path per
+process, so the whole session shares it; tests clean the tables they use).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from kafka_broker import LocalKafka, tooling_available  # noqa: E402
+
+TEST_KAFKA_PORT = int(os.environ.get("TELEMETRY_TEST_KAFKA_PORT", "19292"))
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:
+        return False
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """Bootstrap servers of a real broker shared by the session's integration tests."""
+    if os.environ.get("TELEMETRY_TEST_KAFKA"):
+        yield os.environ["TELEMETRY_TEST_KAFKA"]
+        return
+    if _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer("confluentinc/cp-kafka:7.7.1").with_kraft() as kafka:
+            yield kafka.get_bootstrap_server()
+        return
+    reason = tooling_available()
+    if reason:
+        _unavailable(f"no Kafka broker: {reason}")
+    broker = LocalKafka(TEST_KAFKA_PORT)
+    try:
+        bootstrap = broker.start()
+    except Exception as exc:
+        _unavailable(f"no Kafka broker: {exc}")
+        raise
+    try:
+        yield bootstrap
+    finally:
+        broker.stop(wipe=True)
+
+
+@pytest.fixture(scope="session")
+def clickhouse_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if os.environ.get("TELEMETRY_TEST_CLICKHOUSE"):
+        yield os.environ["TELEMETRY_TEST_CLICKHOUSE"]
+        return
+    if _docker_answers():
+        from testcontainers.clickhouse import ClickHouseContainer
+
+        with ClickHouseContainer("clickhouse/clickhouse-server:24.8") as ch:
+            host = ch.get_container_host_ip()
+            port = ch.get_exposed_port(8123)
+            yield f"http://{ch.username}:{ch.password}@{host}:{port}"
+        return
+    yield f"chdb://{tmp_path_factory.mktemp('chdb')}"
+
+
+@pytest.fixture(scope="session")
+def _migrated(clickhouse_dsn: str) -> Any:
+    from processors.clickhouse import connect
+    from processors.migrate import migrate
+
+    ch = connect(clickhouse_dsn)
+    migrate(ch, requests_ttl_days=30)
+    return ch
+
+
+@pytest.fixture
+def clickhouse(_migrated: Any) -> Any:
+    """The session's migrated ClickHouse, with the pipeline's tables emptied."""
+    for table in (
+        "requests",
+        "rejected",
+        "model_stats_7d_versions",
+        "model_stats_hourly_versions",
+        "stat_buckets",
+        "pipeline_state",
+    ):
+        _migrated.command(f"TRUNCATE TABLE IF EXISTS telemetry.{table}")
+    return _migrated
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A unique prefix so tests sharing the broker never read each other's events."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def make_event(**overrides: Any) -> dict[str, Any]:
+    """A valid event as a gateway would send it; override any field."""
+    event: dict[str, Any] = {
+        "event_id": str(uuid.uuid4()),
+        "schema_version": 1,
+        "ts": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "gateway_id": "gw-test-1",
+        "region": "eu-west",
+        "model": "openai/gpt-4.1-mini",
+        "provider": "openai",
+        "stream": True,
+        "status": "ok",
+        "error_type": None,
+        "http_status": 200,
+        "ttft_ms": 420.0,
+        "latency_ms": 2300.0,
+        "input_tokens": 120,
+        "output_tokens": 350,
+        "cached_input_tokens": 0,
+    }
+    event.update(overrides)
+    return event
+
+
+@pytest.fixture
+def event_factory() -> Any:
+    return make_event
