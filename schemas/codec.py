@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -78,19 +78,33 @@ def encode_event(event: RequestEvent) -> bytes:
     return orjson.dumps(event.model_dump(), option=_DUMP_OPTS)
 
 
-def iter_ndjson(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
-    """Split a byte stream into (line_number, line) without holding it all in memory.
+def iter_ndjson(chunks: Iterable[bytes], *, max_line: int = MAX_EVENT_BYTES) -> Iterator[tuple[int, bytes]]:
+    """Split a byte stream into (line_number, line) in bounded memory.
 
-    Blank lines are skipped but still counted, so line numbers match an editor's.
+    Blank lines are skipped but counted, so numbers match an editor's. A line
+    longer than ``max_line`` is cut to ``max_line + 1`` bytes (enough for
+    ``decode_event`` to reject it as oversized) and the rest is skipped
+    without being held in memory.
     """
     lineno = 0
-    pending = b""
+    pending = bytearray()
+    overflow = False
     for chunk in chunks:
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
+        start = 0
+        while True:
+            nl = chunk.find(b"\n", start)
+            piece = chunk[start:] if nl < 0 else chunk[start:nl]
+            if not overflow:
+                room = max_line + 1 - len(pending)
+                pending += piece[:room]
+                overflow = len(piece) > room
+            if nl < 0:
+                break
             lineno += 1
-            if line.strip():
-                yield lineno, line
+            if pending.strip():
+                yield lineno, bytes(pending)
+            pending.clear()
+            overflow = False
+            start = nl + 1
     if pending.strip():
-        yield lineno + 1, pending
+        yield lineno + 1, bytes(pending)

@@ -127,29 +127,6 @@ class RequestEvent(BaseModel):
             raise _FieldRule("cached_input_tokens", "must be <= input_tokens")
         return self
 
-    # Derived facts the aggregation and the sinks share, defined once.
-
-    @property
-    def counts_as_error(self) -> bool:
-        return self.status == "error" and self.error_type not in EXCLUDED_FROM_ERROR_RATE
-
-    @property
-    def in_error_denominator(self) -> bool:
-        return self.error_type not in EXCLUDED_FROM_ERROR_RATE
-
-    @property
-    def output_tps(self) -> float | None:
-        """Per-request generation speed, or None when the rule of PRODUCT.md excludes it."""
-        ttft = self.ttft_ms
-        if (
-            self.status != "ok"
-            or ttft is None
-            or self.output_tokens < 2
-            or not self.latency_ms > ttft
-        ):
-            return None
-        return self.output_tokens / ((self.latency_ms - ttft) / 1000.0)
-
 
 class _FieldRule(ValueError):
     """Raised from the model validator to name a field other than the model itself."""

@@ -34,19 +34,36 @@ class HourBucket:
 
     def add(self, event: RequestEvent) -> None:
         """Count one event, following "What the numbers mean" to the letter."""
+        self.add_values(
+            event.status,
+            event.error_type,
+            event.ttft_ms,
+            event.latency_ms,
+            event.input_tokens,
+            event.output_tokens,
+        )
+
+    def add_values(
+        self,
+        status: str,
+        error_type: str | None,
+        ttft_ms: float | None,
+        latency_ms: float,
+        input_tokens: int,
+        output_tokens: int,
+    ) -> None:
+        """The same as ``add`` from plain column values (rows read back from ClickHouse)."""
         self.requests += 1
-        self.input_tokens += event.input_tokens
-        self.output_tokens += event.output_tokens
-        excluded = event.error_type in EXCLUDED_FROM_ERROR_RATE
-        if not excluded:
+        self.input_tokens += input_tokens
+        self.output_tokens += output_tokens
+        if error_type not in EXCLUDED_FROM_ERROR_RATE:
             self.error_denominator += 1
-            if event.status == "error":
+            if status == "error":
                 self.errors += 1
-        if event.status == "ok" and event.ttft_ms is not None:
-            self.ttft.add(event.ttft_ms)
-            tps = event.output_tps
-            if tps is not None:
-                self.output_tps.add(tps)
+        if status == "ok" and ttft_ms is not None:
+            self.ttft.add(ttft_ms)
+            if output_tokens >= 2 and latency_ms > ttft_ms:
+                self.output_tps.add(output_tokens / ((latency_ms - ttft_ms) / 1000.0))
 
     def merge(self, other: HourBucket) -> None:
         self.requests += other.requests

@@ -32,13 +32,14 @@ def rolling_rows(
     buckets: Mapping[BucketKey, HourBucket] | Iterable[tuple[BucketKey, HourBucket]],
     as_of: datetime,
     *,
-    models: Iterable[str] | None = None,
+    keys: Iterable[tuple[str, str]] = (),
 ) -> list[StatsRow]:
     """One row per (model, provider) seen in ``buckets`` plus one per model with provider ''.
 
     Keys whose buckets all lie outside the window still get a row with zero
     requests, so a model that went quiet shows zeros instead of stale numbers.
-    ``models`` adds models that must get a (possibly empty) row regardless.
+    ``keys`` adds (model, provider) pairs that must get a row even without
+    buckets (pairs published before whose buckets have since been dropped).
     """
     items = buckets.items() if isinstance(buckets, Mapping) else buckets
     per_key: dict[tuple[str, str], HourBucket] = {}
@@ -52,7 +53,9 @@ def rolling_rows(
         if in_window(key.hour, as_of):
             acc.merge(bucket)
             per_model[key.model].merge(bucket)
-    for model in models or ():
+    for model, provider in keys:
+        if provider != ALL_PROVIDERS:
+            per_key.setdefault((model, provider), HourBucket())
         per_model.setdefault(model, HourBucket())
     start = window_start(as_of)
     rows = [StatsRow(m, p, as_of, start, b.figures()) for (m, p), b in sorted(per_key.items())]

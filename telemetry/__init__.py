@@ -1,0 +1,1 @@
+"""The ``telemetry`` command: the shell around schemas, collector and processors."""

@@ -1,0 +1,126 @@
+"""`telemetry ingest FILE|-`: NDJSON events through the configured pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, BinaryIO
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from processors.embedded.ingest import DEFAULT_BATCH, ingest_lines, validate_lines
+from processors.kafka_io import dlq_record, ensure_topics, produce_events
+from processors.store import open_store
+from schemas.codec import iter_ndjson
+from schemas.settings import Settings
+from telemetry.context import console, err_console, fail, settings_from
+
+_CHUNK = 1 << 20
+
+
+def _chunks(stream: BinaryIO, progress: Progress | None, task: int | None) -> Iterator[bytes]:
+    while chunk := stream.read(_CHUNK):
+        if progress is not None and task is not None:
+            progress.advance(task, len(chunk))
+        yield chunk
+
+
+def _open(source: str) -> tuple[BinaryIO, int | None]:
+    if source == "-":
+        return sys.stdin.buffer, None
+    path = Path(source)
+    if not path.is_file():
+        fail(f"{source}: no such file (give an NDJSON file, or - for stdin)", 2)
+    return path.open("rb"), path.stat().st_size
+
+
+def _to_kafka(settings: Settings, stream: BinaryIO, source: str) -> tuple[int, int, list]:
+    assert settings.kafka is not None  # guarded by the caller
+    bootstrap = settings.kafka
+    accepted = rejected = 0
+    samples: list[tuple[int, str]] = []
+
+    async def run() -> None:
+        nonlocal accepted, rejected
+        await ensure_topics(
+            bootstrap, [settings.topic, settings.dlq_topic], partitions=settings.partitions
+        )
+        batch: list[tuple[int, bytes]] = []
+
+        async def flush() -> None:
+            nonlocal accepted, rejected
+            good, bad, lines = validate_lines(batch, source=source)
+            dlq = [
+                dlq_record(source=r.source, location=r.location, field=r.field, reason=r.reason, raw=r.raw)
+                for r in bad
+            ]
+            await produce_events(bootstrap, settings.topic, good, dlq_topic=settings.dlq_topic, rejects=dlq)
+            accepted += len(good)
+            rejected += len(bad)
+            samples.extend((n, r.reason) for n, r in zip(lines, bad, strict=True))
+            batch.clear()
+
+        for numbered in iter_ndjson(_chunks(stream, None, None)):
+            batch.append(numbered)
+            if len(batch) >= DEFAULT_BATCH:
+                await flush()
+        await flush()
+
+    asyncio.run(run())
+    return accepted, rejected, samples[:20]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("ingest")
+    def ingest(
+        ctx: typer.Context,
+        source: Annotated[str, typer.Argument(metavar="FILE|-", help="NDJSON events; - for stdin")],
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    ) -> None:
+        """Validate NDJSON events and send them through the configured pipeline.
+
+        Embedded (TELEMETRY_KAFKA unset): valid events are stored in
+        telemetry.requests, rejected ones in telemetry.rejected with their
+        reasons, and the rolling stats are refreshed. With TELEMETRY_KAFKA set:
+        valid events go to the events topic keyed by model, rejected ones to
+        the dead-letter topic. Prints accepted and rejected counts.
+        """
+        settings = settings_from(ctx)
+        stream, size = _open(source)
+        label = "stdin" if source == "-" else source
+        if settings.kafka:
+            accepted, rejected, samples = _to_kafka(settings, stream, f"ingest:{label}")
+            _summary(accepted, rejected, samples, f"sent to {settings.topic} at {settings.kafka}")
+            return
+        ch = open_store(settings)
+        show = not quiet and size is not None and err_console.is_terminal
+        with Progress(
+            TextColumn("[bold]ingest[/]"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%  {task.fields[accepted]} accepted"),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=not show,
+        ) as progress:
+            task = progress.add_task("ingest", total=size or 0, accepted=0)
+            report = ingest_lines(
+                ch,
+                _chunks(stream, progress, task),
+                source=f"ingest:{label}",
+                on_batch=lambda r: progress.update(task, accepted=r.accepted),
+            )
+        extra = f"{report.stored} new, {report.duplicates} duplicates"
+        _summary(report.accepted, report.rejected, report.rejected_samples, extra)
+        rate = report.accepted / report.elapsed_s if report.elapsed_s else 0
+        console.print(f"{report.elapsed_s:.1f} s, {rate:,.0f} events/s; stats refreshed", style="dim")
+
+
+def _summary(accepted: int, rejected: int, samples: list[tuple[int, str]], extra: str) -> None:
+    console.print(f"accepted {accepted}, rejected {rejected} ({extra})")
+    for lineno, reason in samples:
+        err_console.print(f"  line {lineno}: {reason}", highlight=False)
+    if rejected > len(samples):
+        err_console.print(f"  … and {rejected - len(samples)} more (see the dead-letter store)")

@@ -1,0 +1,69 @@
+"""`telemetry sql`: one query against the configured ClickHouse."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from datetime import datetime
+from enum import Enum
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.table import Table
+
+from processors.store import open_store
+from telemetry.context import console, fail, settings_from
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    ndjson = "ndjson"
+    csv = "csv"
+    tsv = "tsv"
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return v.isoformat()
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    return v
+
+
+def print_result(names: list[str], rows: list[tuple[Any, ...]], fmt: Format) -> None:
+    if fmt is Format.table:
+        table = Table(*names, show_lines=False)
+        for row in rows:
+            table.add_row(*("NULL" if v is None else str(_plain(v)) for v in row))
+        console.print(table)
+        console.print(f"{len(rows)} row{'s' if len(rows) != 1 else ''}", style="dim")
+    elif fmt is Format.json:
+        docs = [dict(zip(names, map(_plain, r), strict=True)) for r in rows]
+        sys.stdout.write(orjson.dumps(docs, default=str).decode() + "\n")
+    elif fmt is Format.ndjson:
+        for r in rows:
+            doc = dict(zip(names, map(_plain, r), strict=True))
+            sys.stdout.write(orjson.dumps(doc, default=str).decode() + "\n")
+    else:
+        writer = csv.writer(sys.stdout, delimiter="," if fmt is Format.csv else "\t")
+        writer.writerow(names)
+        writer.writerows([[_plain(v) for v in r] for r in rows])
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("sql")
+    def sql_cmd(
+        ctx: typer.Context,
+        query: Annotated[str, typer.Argument(help="SQL to run; '-' reads it from stdin")],
+        fmt: Annotated[Format, typer.Option("--format", "-f", help="output format")] = Format.table,
+    ) -> None:
+        """Run one query against the configured ClickHouse and print the result."""
+        if query == "-":
+            query = sys.stdin.read()
+        if not query.strip():
+            fail("empty query", 2)
+        ch = open_store(settings_from(ctx))
+        names, rows = ch.query_table(query)
+        print_result(names, rows, fmt)
