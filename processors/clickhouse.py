@@ -88,7 +88,9 @@ class ClickHouse:
             raise _wrap(exc, sql) from exc
         return list(result.column_names), list(result.result_rows)
 
-    def query_dicts(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def query_dicts(
+        self, sql: str, parameters: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         names, rows = self.query_table(sql, parameters)
         return [dict(zip(names, row, strict=True)) for row in rows]
 
@@ -110,9 +112,7 @@ class ClickHouse:
             return 0
         settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
         try:
-            self._client.insert(
-                table, rows, column_names=list(column_names), settings=settings
-            )
+            self._client.insert(table, rows, column_names=list(column_names), settings=settings)
         except Exception as exc:
             raise _wrap(exc, f"INSERT INTO {table}") from exc
         return len(rows)

@@ -36,7 +36,7 @@ def _rule_from_pydantic(exc: ValidationError) -> InvalidEvent:
     original = (err.get("ctx") or {}).get("error")
     field_name = getattr(original, "field", None)
     if field_name is not None:
-        return InvalidEvent(field_name, original.rule)
+        return InvalidEvent(field_name, str(getattr(original, "rule", "")))
     loc = ".".join(str(p) for p in err["loc"]) or "$"
     msg = err["msg"]
     if err["type"] == "missing":
@@ -58,7 +58,9 @@ def validate_event(data: Any, *, now: datetime | None = None) -> RequestEvent:
         raise _rule_from_pydantic(exc) from None
 
 
-def decode_event(raw: bytes | bytearray | memoryview | str, *, now: datetime | None = None) -> RequestEvent:
+def decode_event(
+    raw: bytes | bytearray | memoryview | str, *, now: datetime | None = None
+) -> RequestEvent:
     """Parse one JSON document (bytes) into a valid event, or raise ``InvalidEvent``."""
     if len(raw) > MAX_EVENT_BYTES:
         raise InvalidEvent("$", f"event is {len(raw)} bytes, over the {MAX_EVENT_BYTES} byte limit")
@@ -78,7 +80,9 @@ def encode_event(event: RequestEvent) -> bytes:
     return orjson.dumps(event.model_dump(), option=_DUMP_OPTS)
 
 
-def iter_ndjson(chunks: Iterable[bytes], *, max_line: int = MAX_EVENT_BYTES) -> Iterator[tuple[int, bytes]]:
+def iter_ndjson(
+    chunks: Iterable[bytes], *, max_line: int = MAX_EVENT_BYTES
+) -> Iterator[tuple[int, bytes]]:
     """Split a byte stream into (line_number, line) in bounded memory.
 
     Blank lines are skipped but counted, so numbers match an editor's. A line

@@ -41,7 +41,8 @@ class Settings(BaseSettings):
         default=None, description="Kafka bootstrap servers; unset means embedded (no broker)"
     )
     clickhouse: str | None = Field(
-        default=None, description="ClickHouse DSN (chdb://PATH or http(s)://...); default chdb:// under the data dir"
+        default=None,
+        description="ClickHouse DSN, chdb://PATH or http(s)://...; default chdb:// in the data dir",
     )
     data_dir: Path = Field(default=DEFAULT_DATA_DIR, description="where embedded state lives")
     topic: str = DEFAULT_TOPIC
@@ -50,7 +51,9 @@ class Settings(BaseSettings):
     hourly_topic: str = HOURLY_TOPIC
     stats_interval_s: float = Field(default=DEFAULT_STATS_INTERVAL_S, gt=0)
     requests_ttl_days: int = Field(default=DEFAULT_REQUESTS_TTL_DAYS, ge=8)
-    partitions: int = Field(default=4, ge=1, description="partitions of the events topic when created")
+    partitions: int = Field(
+        default=4, ge=1, description="partitions of the events topic when created"
+    )
     worker_id: str = "telemetry-worker"
     ingest_tokens: SecretStr | None = Field(
         default=None, description="comma-separated sha256 hex digests of accepted bearer tokens"

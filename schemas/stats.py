@@ -70,3 +70,27 @@ _FIGURE_COLUMNS = tuple(f.name for f in fields(_Figures))
 STATS_COLUMNS: tuple[str, ...] = ("model", "provider", "as_of", "window_start", *_FIGURE_COLUMNS)
 HOURLY_COLUMNS: tuple[str, ...] = ("model", "provider", "hour", "as_of", *_FIGURE_COLUMNS)
 __all__ += ["Figures"]
+
+
+def encode_row(row: StatsRow | HourlyRow) -> bytes:
+    """A published row as JSON for the stats topics (times as RFC 3339 UTC)."""
+    import orjson
+
+    return orjson.dumps(row.as_dict(), option=orjson.OPT_UTC_Z)
+
+
+def decode_row(raw: bytes, columns: tuple[str, ...]) -> tuple[Any, ...]:
+    """JSON from a stats topic back to a tuple in ``columns`` order, times parsed."""
+    import orjson
+
+    doc = orjson.loads(raw)
+    out = []
+    for name in columns:
+        value = doc[name]
+        if name in ("as_of", "window_start", "hour"):
+            value = datetime.fromisoformat(value)
+        out.append(value)
+    return tuple(out)
+
+
+__all__ += ["decode_row", "encode_row"]

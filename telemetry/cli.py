@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -36,7 +36,9 @@ def _root(
     ] = None,
     clickhouse: Annotated[
         str | None,
-        typer.Option(help="ClickHouse DSN, chdb://PATH or http(s)://... [env TELEMETRY_CLICKHOUSE]"),
+        typer.Option(
+            help="ClickHouse DSN, chdb://PATH or http(s)://... [env TELEMETRY_CLICKHOUSE]"
+        ),
     ] = None,
     data_dir: Annotated[
         Path | None, typer.Option(help="embedded state directory [env TELEMETRY_DATA_DIR]")
@@ -47,7 +49,7 @@ def _root(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    overrides = {
+    overrides: dict[str, Any] = {
         k: v
         for k, v in {"kafka": kafka, "clickhouse": clickhouse, "data_dir": data_dir}.items()
         if v is not None

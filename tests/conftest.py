@@ -21,7 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kafka_broker import LocalKafka, tooling_available  # noqa: E402
+from kafka_broker import LocalKafka, tooling_available
 
 TEST_KAFKA_PORT = int(os.environ.get("TELEMETRY_TEST_KAFKA_PORT", "19292"))
 

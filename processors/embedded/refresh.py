@@ -93,7 +93,8 @@ def refresh(ch: ClickHouse, *, as_of: datetime | None = None) -> RefreshReport:
             "SELECT model, provider, toStartOfHour(ts) AS h, ingested_at, toString(status), "
             "toString(error_type), ttft_ms, latency_ms, input_tokens, output_tokens "
             "FROM telemetry.requests "
-            "WHERE ingested_at > {low:DateTime64(3, 'UTC')} AND ingested_at <= {high:DateTime64(3, 'UTC')} "
+            "WHERE ingested_at > {low:DateTime64(3, 'UTC')} "
+            "AND ingested_at <= {high:DateTime64(3, 'UTC')} "
             "AND ts >= {start:DateTime64(3, 'UTC')}",
             {"low": low, "high": high, "start": start},
         )

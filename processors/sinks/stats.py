@@ -12,7 +12,9 @@ __all__ = ["write_hourly", "write_stats"]
 
 def write_stats(ch: ClickHouse, rows: Sequence[StatsRow]) -> int:
     """Rows are versioned by ``as_of``: inserting one twice is harmless."""
-    return ch.insert("telemetry.model_stats_7d_versions", [r.as_tuple() for r in rows], STATS_COLUMNS)
+    return ch.insert(
+        "telemetry.model_stats_7d_versions", [r.as_tuple() for r in rows], STATS_COLUMNS
+    )
 
 
 def write_hourly(ch: ClickHouse, rows: Sequence[HourlyRow]) -> int:

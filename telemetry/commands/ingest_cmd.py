@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, BinaryIO
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from processors.embedded.ingest import DEFAULT_BATCH, ingest_lines, validate_lines
 from processors.kafka_io import dlq_record, ensure_topics, produce_events
@@ -21,7 +21,7 @@ from telemetry.context import console, err_console, fail, settings_from
 _CHUNK = 1 << 20
 
 
-def _chunks(stream: BinaryIO, progress: Progress | None, task: int | None) -> Iterator[bytes]:
+def _chunks(stream: BinaryIO, progress: Progress | None, task: TaskID | None) -> Iterator[bytes]:
     while chunk := stream.read(_CHUNK):
         if progress is not None and task is not None:
             progress.advance(task, len(chunk))
@@ -54,10 +54,14 @@ def _to_kafka(settings: Settings, stream: BinaryIO, source: str) -> tuple[int, i
             nonlocal accepted, rejected
             good, bad, lines = validate_lines(batch, source=source)
             dlq = [
-                dlq_record(source=r.source, location=r.location, field=r.field, reason=r.reason, raw=r.raw)
+                dlq_record(
+                    source=r.source, location=r.location, field=r.field, reason=r.reason, raw=r.raw
+                )
                 for r in bad
             ]
-            await produce_events(bootstrap, settings.topic, good, dlq_topic=settings.dlq_topic, rejects=dlq)
+            await produce_events(
+                bootstrap, settings.topic, good, dlq_topic=settings.dlq_topic, rejects=dlq
+            )
             accepted += len(good)
             rejected += len(bad)
             samples.extend((n, r.reason) for n, r in zip(lines, bad, strict=True))
@@ -115,7 +119,9 @@ def register(app: typer.Typer) -> None:
         extra = f"{report.stored} new, {report.duplicates} duplicates"
         _summary(report.accepted, report.rejected, report.rejected_samples, extra)
         rate = report.accepted / report.elapsed_s if report.elapsed_s else 0
-        console.print(f"{report.elapsed_s:.1f} s, {rate:,.0f} events/s; stats refreshed", style="dim")
+        console.print(
+            f"{report.elapsed_s:.1f} s, {rate:,.0f} events/s; stats refreshed", style="dim"
+        )
 
 
 def _summary(accepted: int, rejected: int, samples: list[tuple[int, str]], extra: str) -> None:

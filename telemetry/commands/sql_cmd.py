@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import sys
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any
 
 import orjson
@@ -16,7 +16,7 @@ from processors.store import open_store
 from telemetry.context import console, fail, settings_from
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     json = "json"
     ndjson = "ndjson"

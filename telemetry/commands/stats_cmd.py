@@ -49,8 +49,15 @@ def register(app: typer.Typer) -> None:
             sys.stdout.write(orjson.dumps(rows).decode() + "\n")
             return
         table = Table(
-            "model", "provider", "requests", "traffic tokens", "TTFT p50", "TTFT p95",
-            "output tok/s", "error rate", title="rolling 7 days",
+            "model",
+            "provider",
+            "requests",
+            "traffic tokens",
+            "TTFT p50",
+            "TTFT p95",
+            "output tok/s",
+            "error rate",
+            title="rolling 7 days",
         )
         for r in rows:
             rate = None if r["error_rate"] is None else r["error_rate"] * 100

@@ -1,0 +1,79 @@
+"""Table keys and values of the Faust worker, as bytes.
+
+A bucket record is the hour bucket plus, per source partition, the highest
+offset folded into it. Events reach a bucket from a partition in offset order
+(the topic is keyed by model; the map only matters if partitions are ever
+added), so after a crash an event at or below its partition's ``applied``
+offset is already in the bucket and is skipped. The bucket and its marker travel in one
+changelog message, so they can never disagree. That is what makes
+at-least-once delivery count exactly once.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from processors.aggregate import BucketKey, HourBucket
+
+__all__ = [
+    "BucketRecord",
+    "SeenRecord",
+    "decode_bucket_key",
+    "encode_bucket_key",
+]
+
+_SEP = b"\x00"
+_HOUR = struct.Struct(">q")
+_COUNT = struct.Struct("<H")
+_APPLIED = struct.Struct("<iq")
+_SEEN = struct.Struct("<iqd")  # partition, offset, first seen (unix seconds)
+
+
+def encode_bucket_key(key: BucketKey) -> bytes:
+    return key.model.encode() + _SEP + key.provider.encode() + _SEP + _HOUR.pack(key.hour)
+
+
+def decode_bucket_key(raw: bytes) -> BucketKey:
+    hour = raw[-8:]
+    model_b, provider_b = raw[:-9].split(_SEP, 1)
+    return BucketKey(model_b.decode(), provider_b.decode(), _HOUR.unpack(hour)[0])
+
+
+@dataclass(slots=True)
+class BucketRecord:
+    bucket: HourBucket
+    applied: dict[int, int] = field(default_factory=dict)  # partition -> highest offset
+
+    def to_bytes(self) -> bytes:
+        head = _COUNT.pack(len(self.applied)) + b"".join(
+            _APPLIED.pack(p, o) for p, o in sorted(self.applied.items())
+        )
+        return head + self.bucket.to_bytes()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> BucketRecord:
+        (n,) = _COUNT.unpack_from(raw, 0)
+        pos = _COUNT.size
+        applied = {}
+        for _ in range(n):
+            p, o = _APPLIED.unpack_from(raw, pos)
+            applied[p] = o
+            pos += _APPLIED.size
+        return cls(HourBucket.from_bytes(raw[pos:]), applied)
+
+
+@dataclass(frozen=True, slots=True)
+class SeenRecord:
+    """Where an event_id was first seen: the message that may count it."""
+
+    partition: int
+    offset: int
+    first_seen: float
+
+    def to_bytes(self) -> bytes:
+        return _SEEN.pack(self.partition, self.offset, self.first_seen)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> SeenRecord:
+        return cls(*_SEEN.unpack(raw))
