@@ -7,9 +7,10 @@ fails raises ``OperationalError`` (retriable).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -149,11 +150,13 @@ def connect(dsn: str, *, settings: dict[str, Any] | None = None) -> ClickHouse:
     if path is not None:
         path.mkdir(parents=True, exist_ok=True)
     try:
-        client = clickhouse_connect.get_client(dsn=dsn, settings=settings or {})
+        with _quiet_stderr(path is not None):
+            client = clickhouse_connect.get_client(dsn=dsn, settings=settings or {})
     except chx.OperationalError as exc:
+        del exc
         raise OperationalError(
             f"cannot reach ClickHouse at {describe_dsn(dsn)}: check TELEMETRY_CLICKHOUSE "
-            f"and that the server is up ({str(exc).splitlines()[0][:160]})"
+            "and that the server is up"
         ) from None
     except chx.ProgrammingError as exc:
         if path is not None:
@@ -168,6 +171,23 @@ def connect(dsn: str, *, settings: dict[str, Any] | None = None) -> ClickHouse:
             f"TELEMETRY_CLICKHOUSE={describe_dsn(dsn)!r}: {str(exc).splitlines()[0]}"
         ) from None
     return ClickHouse(client, dsn)
+
+
+@contextlib.contextmanager
+def _quiet_stderr(active: bool) -> Iterator[None]:
+    """chDB's engine prints its own errors straight to fd 2; we report them in one line."""
+    if not active:
+        yield
+        return
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _owner_hint(path: Path) -> str:

@@ -49,6 +49,10 @@ def _root(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:
+        # Expected failures get one line from us; their libraries' retries are noise.
+        for noisy in ("urllib3", "clickhouse_connect", "aiokafka"):
+            logging.getLogger(noisy).setLevel(logging.CRITICAL)
     overrides: dict[str, Any] = {
         k: v
         for k, v in {"kafka": kafka, "clickhouse": clickhouse, "data_dir": data_dir}.items()

@@ -84,7 +84,9 @@ def hourly_rows(
             continue
         if not in_window(key.hour, as_of):
             continue
-        rows.append(HourlyRow(key.model, key.provider, hour_start(key.hour), as_of, bucket.figures()))
+        rows.append(
+            HourlyRow(key.model, key.provider, hour_start(key.hour), as_of, bucket.figures())
+        )
         per_model[(key.model, key.hour)].merge(bucket)
     rows += [
         HourlyRow(m, ALL_PROVIDERS, hour_start(h), as_of, b.figures())

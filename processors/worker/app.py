@@ -83,6 +83,10 @@ def create_app(
         producer_acks=-1,
         web_enabled=False,
         stream_wait_empty=False,
+        # A SIGKILLed worker holds its partitions until its session expires:
+        # keep that short so a restart (or a peer) takes over within seconds.
+        broker_session_timeout=settings.worker_session_timeout_s,
+        broker_heartbeat_interval=max(1.0, settings.worker_session_timeout_s / 4),
     )
     counters = WorkerCounters()
     app.telemetry_counters = counters  # type: ignore[attr-defined]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 import typer
 from rich.table import Table
 
 from processors.embedded.refresh import refresh
+from processors.export.display import STATS_TABLE_COLUMNS, stats_table_rows
 from processors.store import open_store
 from telemetry.context import console, settings_from
 
@@ -20,20 +21,15 @@ _QUERY = (
 )
 
 
-def _fmt(v: Any, unit: str = "", digits: int = 1) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, float):
-        return f"{v:,.{digits}f}{unit}"
-    return f"{v:,}{unit}"
-
-
 def register(app: typer.Typer) -> None:
     @app.command("stats")
     def stats(
         ctx: typer.Context,
         model: Annotated[str | None, typer.Option("--model", "-m", help="only this model")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print a JSON array of rows")] = False,
+        min_sample: Annotated[
+            int, typer.Option(help="below this many samples a rate or percentile shows —")
+        ] = 100,
     ) -> None:
         """Print the current rolling 7-day stats, per model and per (model, provider)."""
         settings = settings_from(ctx)
@@ -48,29 +44,9 @@ def register(app: typer.Typer) -> None:
                         r[k] = v.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"  # stored in UTC
             sys.stdout.write(orjson.dumps(rows).decode() + "\n")
             return
-        table = Table(
-            "model",
-            "provider",
-            "requests",
-            "traffic tokens",
-            "TTFT p50",
-            "TTFT p95",
-            "output tok/s",
-            "error rate",
-            title="rolling 7 days",
-        )
-        for r in rows:
-            rate = None if r["error_rate"] is None else r["error_rate"] * 100
-            table.add_row(
-                r["model"],
-                r["provider"] or "(all)",
-                _fmt(r["requests"]),
-                _fmt(r["traffic_tokens"]),
-                _fmt(r["ttft_p50_ms"], " ms", 0),
-                _fmt(r["ttft_p95_ms"], " ms", 0),
-                _fmt(r["output_tps_p50"], "", 0),
-                _fmt(rate, "%", 1),
-            )
+        table = Table(*STATS_TABLE_COLUMNS, title="rolling 7 days")
+        for cells in stats_table_rows(rows, min_sample=min_sample):
+            table.add_row(*cells)
         console.print(table)
         if rows:
             console.print(f"as of {rows[0]['as_of']:%Y-%m-%d %H:%M:%S} UTC", style="dim")
