@@ -55,6 +55,7 @@ class Settings(BaseSettings):
         default=4, ge=1, description="partitions of the events topic when created"
     )
     worker_id: str = "telemetry-worker"
+    worker_session_timeout_s: float = Field(default=10.0, ge=6, le=300)
     ingest_tokens: SecretStr | None = Field(
         default=None, description="comma-separated sha256 hex digests of accepted bearer tokens"
     )
