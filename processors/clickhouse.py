@@ -89,6 +89,17 @@ class ClickHouse:
             raise _wrap(exc, sql) from exc
         return list(result.column_names), list(result.result_rows)
 
+    def query_typed(
+        self, sql: str, parameters: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[str], list[tuple[Any, ...]]]:
+        """Column names, ClickHouse type names and rows."""
+        try:
+            result = self._client.query(sql, parameters=parameters)
+        except Exception as exc:
+            raise _wrap(exc, sql) from exc
+        types = [t.name for t in result.column_types]
+        return list(result.column_names), types, list(result.result_rows)
+
     def query_dicts(
         self, sql: str, parameters: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:
@@ -140,8 +151,18 @@ class QueryError(ConfigError):
     """ClickHouse refused a statement (syntax, unknown table, read-only, ...)."""
 
 
-def connect(dsn: str, *, settings: dict[str, Any] | None = None) -> ClickHouse:
-    """Validate the DSN, then connect. Keyword-only beyond the DSN; no queries run."""
+def connect(
+    dsn: str, *, settings: dict[str, Any] | None = None, readonly: bool = False
+) -> ClickHouse:
+    """Validate the DSN, then connect. Keyword-only beyond the DSN; no queries run.
+
+    ``readonly`` gives a client whose session refuses writes and DDL
+    (``readonly=2``: settings may still change, data may not). In chDB,
+    settings stick to the session, so read-only is a property of the client,
+    never of one query.
+    """
+    if readonly:
+        settings = {**(settings or {}), "readonly": 2}
     validate_dsn(dsn)
     import clickhouse_connect
     from clickhouse_connect.driver import exceptions as chx

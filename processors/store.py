@@ -15,6 +15,7 @@ from schemas.settings import Settings
 __all__ = ["open_store"]
 
 _locks: list[int] = []
+_keep: list[ClickHouse] = []
 
 
 def _claim(data_dir: Path) -> None:
@@ -40,7 +41,14 @@ def _claim(data_dir: Path) -> None:
     atexit.register(_release)
 
 
-def open_store(settings: Settings, *, auto_migrate: bool = True) -> ClickHouse:
+def open_store(
+    settings: Settings, *, auto_migrate: bool = True, readonly: bool = False
+) -> ClickHouse:
+    """The configured ClickHouse; embedded stores are migrated on first use.
+
+    ``readonly`` returns a second, read-only client (after migrating with a
+    writable one where needed).
+    """
     dsn = settings.clickhouse_dsn
     embedded_default = settings.clickhouse is None
     if embedded_default:
@@ -48,4 +56,8 @@ def open_store(settings: Settings, *, auto_migrate: bool = True) -> ClickHouse:
     ch = connect(dsn)
     if auto_migrate and (embedded_default or ch.is_embedded):
         migrate(ch, requests_ttl_days=settings.requests_ttl_days)
+    if readonly:
+        reader = connect(dsn, readonly=True)
+        _keep.append(ch)  # chDB: keep the engine open while the reader lives
+        return reader
     return ch

@@ -62,6 +62,8 @@ def decode_event(
     raw: bytes | bytearray | memoryview | str, *, now: datetime | None = None
 ) -> RequestEvent:
     """Parse one JSON document (bytes) into a valid event, or raise ``InvalidEvent``."""
+    if isinstance(raw, str):
+        raw = raw.encode()  # the limit is in bytes, as on the wire
     if len(raw) > MAX_EVENT_BYTES:
         raise InvalidEvent("$", f"event is {len(raw)} bytes, over the {MAX_EVENT_BYTES} byte limit")
     try:
@@ -93,11 +95,14 @@ def iter_ndjson(
     lineno = 0
     pending = bytearray()
     overflow = False
+    blank = True  # no byte but whitespace so far, including any cut-off part
     for chunk in chunks:
         start = 0
         while True:
             nl = chunk.find(b"\n", start)
             piece = chunk[start:] if nl < 0 else chunk[start:nl]
+            if blank and piece.strip():
+                blank = False
             if not overflow:
                 room = max_line + 1 - len(pending)
                 pending += piece[:room]
@@ -105,10 +110,11 @@ def iter_ndjson(
             if nl < 0:
                 break
             lineno += 1
-            if pending.strip():
+            if not blank:
                 yield lineno, bytes(pending)
             pending.clear()
             overflow = False
+            blank = True
             start = nl + 1
-    if pending.strip():
+    if not blank:
         yield lineno + 1, bytes(pending)

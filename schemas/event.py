@@ -6,6 +6,7 @@ fields are ignored and never stored (events carry no prompt or completion text).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -54,6 +55,9 @@ EXCLUDED_FROM_ERROR_RATE: frozenset[str] = frozenset({"client_error", "cancelled
 NonNegInt = Annotated[StrictInt, Field(ge=0)]
 # Strict floats still accept JSON integers; bools are rejected.
 NonNegMs = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
+# RFC 3339 date-time: full date, T (or t or space, per its note), full time, Z or +hh:mm.
+# ``datetime.fromisoformat`` alone also takes ISO 8601 forms that are not RFC 3339.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
 
 
 class RequestEvent(BaseModel):
@@ -89,14 +93,24 @@ class RequestEvent(BaseModel):
             raise ValueError("must be a UUID string")
         return v
 
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _schema_version_is_int(cls, v: Any) -> Any:
+        # Literal[1] alone takes True and 1.0 (lax mode: True == 1 == 1.0).
+        if type(v) is not int:
+            raise ValueError("must be the integer 1")
+        return v
+
     @field_validator("ts", mode="before")
     @classmethod
     def _ts_is_rfc3339(cls, v: Any) -> Any:
         if isinstance(v, datetime):
             parsed = v
         elif isinstance(v, str):
+            if not _RFC3339.fullmatch(v):
+                raise ValueError("must be an RFC 3339 timestamp, e.g. 2026-01-01T00:00:00.000Z")
             try:
-                parsed = datetime.fromisoformat(v)
+                parsed = datetime.fromisoformat(v.replace("z", "Z").replace("t", "T"))
             except ValueError:
                 raise ValueError("must be an RFC 3339 timestamp") from None
         else:

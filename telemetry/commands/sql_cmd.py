@@ -12,8 +12,8 @@ import orjson
 import typer
 from rich.table import Table
 
-from processors.store import open_store
 from telemetry.context import console, fail, settings_from
+from telemetry.embedded.control import open_reader
 
 
 class Format(StrEnum):
@@ -58,12 +58,19 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         query: Annotated[str, typer.Argument(help="SQL to run; '-' reads it from stdin")],
         fmt: Annotated[Format, typer.Option("--format", "-f", help="output format")] = Format.table,
+        readonly: Annotated[
+            bool, typer.Option("--readonly/--write", help="refuse writes and DDL (the default)")
+        ] = True,
     ) -> None:
-        """Run one query against the configured ClickHouse and print the result."""
+        """Run one query against the configured ClickHouse and print the result.
+
+        Read-only unless --write. While `telemetry run` owns the embedded data
+        directory, the query goes to it over its local socket, always read-only.
+        """
         if query == "-":
             query = sys.stdin.read()
         if not query.strip():
             fail("empty query", 2)
-        ch = open_store(settings_from(ctx))
+        ch = open_reader(settings_from(ctx), readonly=readonly)
         names, rows = ch.query_table(query)
         print_result(names, rows, fmt)

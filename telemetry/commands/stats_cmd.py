@@ -10,10 +10,11 @@ import orjson
 import typer
 from rich.table import Table
 
+from processors.clickhouse import ClickHouse
 from processors.embedded.refresh import refresh
 from processors.export.display import STATS_TABLE_COLUMNS, stats_table_rows
-from processors.store import open_store
 from telemetry.context import console, settings_from
+from telemetry.embedded.control import open_reader
 
 _QUERY = (
     "SELECT * FROM telemetry.model_stats_7d "
@@ -33,9 +34,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print the current rolling 7-day stats, per model and per (model, provider)."""
         settings = settings_from(ctx)
-        ch = open_store(settings)
-        if settings.embedded and ch.is_embedded:
-            refresh(ch)  # embedded: bring buckets and the window up to now
+        ch = open_reader(settings)
+        if settings.embedded and isinstance(ch, ClickHouse) and ch.is_embedded:
+            refresh(ch)  # embedded, no `telemetry run` owning it: bring the window up to now
         rows = ch.query_dicts(_QUERY, {"model": model or ""})
         if as_json:
             for r in rows:

@@ -1,0 +1,1 @@
+"""`telemetry run`: the whole pipeline in one process, embedded (no broker, chDB)."""

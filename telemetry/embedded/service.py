@@ -1,0 +1,144 @@
+"""`telemetry run`: HTTP ingest, stats refresh, scheduled exports and the control socket.
+
+Everything shares one chDB handle (``SerialStore``). The refresh is the same
+``processors.embedded.refresh`` that `telemetry ingest` runs, so the maths is
+the aggregation core's, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from collector.auth import TokenAuth
+from collector.http.app import IngestLimits, create_app
+from processors.clickhouse import connect
+from processors.embedded.refresh import RefreshReport, refresh
+from processors.export.run import ExportOptions, ExportReport, export_once
+from processors.store import open_store
+from schemas.errors import ConfigError, TelemetryError
+from schemas.settings import Settings
+from telemetry.embedded.control import serve_control, socket_path
+from telemetry.embedded.handoff import StoreHandoff
+from telemetry.embedded.serial import SerialStore
+
+__all__ = ["RunConfig", "run_embedded"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    refresh_every_s: float = 30.0
+    export_every_s: float | None = 300.0
+    export_dir: Path | None = None
+    insecure_no_auth: bool = False
+    limits: IngestLimits = field(default_factory=IngestLimits)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_auth(settings: Settings, config: RunConfig) -> TokenAuth | None:
+    auth = TokenAuth.from_setting(settings.ingest_tokens)
+    if auth is None and not (config.insecure_no_auth or _loopback(config.host)):
+        raise ConfigError(
+            f"--host {config.host} is reachable from other machines and TELEMETRY_INGEST_TOKENS "
+            "is not set: set it to the sha256 digests of the gateways' tokens, or pass "
+            "--insecure-no-auth"
+        )
+    return auth
+
+
+async def run_embedded(
+    settings: Settings,
+    config: RunConfig,
+    *,
+    stop: asyncio.Event | None = None,
+    on_event: Callable[[str], None] = print,
+) -> None:
+    auth = resolve_auth(settings, config)
+    writer = open_store(settings)
+    store = SerialStore(writer, connect(settings.clickhouse_dsn, readonly=True))
+    handoff = StoreHandoff(store)
+    app = create_app(handoff=handoff, auth=auth, registry=CollectorRegistry(), limits=config.limits)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    await site.start()
+    port = runner.addresses[0][1] if runner.addresses else config.port  # when 0 was asked
+    control = await serve_control(store, socket_path(settings.data_dir))
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    on_event(f"ingest: POST http://{config.host}:{port}/v1/events")
+    on_event(f"control socket: {socket_path(settings.data_dir)}")
+
+    export_dir = config.export_dir or settings.data_dir / "export"
+
+    async def refresher() -> None:
+        while not stop.is_set():
+            try:
+                report: RefreshReport = await store.run(refresh)
+                if report.new_rows:
+                    on_event(
+                        f"refresh: {report.new_rows} new events, "
+                        f"{report.buckets_updated} buckets, {report.stats_rows} stats rows"
+                    )
+            except TelemetryError as exc:
+                on_event(f"refresh failed (will retry): {exc}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), config.refresh_every_s)
+
+    async def exporter() -> None:
+        assert config.export_every_s is not None
+        options = ExportOptions(
+            out=export_dir, max_age=timedelta(seconds=3 * config.refresh_every_s + 60)
+        )
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), config.export_every_s)
+            if stop.is_set():
+                break
+            try:
+                rep: ExportReport = await store.run(export_once, options)
+                on_event(f"export: {len(rep.written)} models written to {rep.out}")
+            except TelemetryError as exc:
+                on_event(f"export failed (will retry): {exc}")
+
+    tasks = [asyncio.create_task(refresher())]
+    if config.export_every_s:
+        tasks.append(asyncio.create_task(exporter()))
+    try:
+        await stop.wait()
+    finally:
+        on_event("stopping: finishing requests in progress")
+        control.close()
+        await runner.cleanup()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(TelemetryError):
+            await store.run(refresh)
+        with contextlib.suppress(FileNotFoundError):
+            socket_path(settings.data_dir).unlink()
