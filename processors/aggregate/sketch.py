@@ -21,7 +21,7 @@ __all__ = ["RELATIVE_ACCURACY", "QuantileSketch"]
 
 #: Half the 1% the contract allows. The exact quantile we promise is the value
 #: of the event at rank floor(q * (n - 1)) (ClickHouse ``quantileExactLow``);
-#: measured against it, α = 0.01 peaked at 0.996% on a pareto mix
+#: measured against it, alpha = 0.01 peaked at 0.996% on a pareto mix
 #: (bench/sketch_compare.py), too close to the bound.
 RELATIVE_ACCURACY = 0.005
 _FORMAT = 1
