@@ -115,13 +115,23 @@ class QuantileSketch:
         sk = self._sk
         pos = _HEADER.size
         key = 0
-        total = float(zero)
+        keys: list[int] = []
+        counts: list[int] = []
         for _ in range(n_bins):
             delta, pos = _get_varint(buf, pos)
             count, pos = _get_varint(buf, pos)
             key += _unzigzag(delta)
-            sk._store.add(key, float(count))
-            total += count
+            keys.append(key)
+            counts.append(count)
+        total = float(zero)
+        if keys:
+            store = sk._store
+            store._extend_range(keys[0], keys[-1])  # size the bins once, not per key
+            bins, offset = store.bins, store.offset
+            for k, c in zip(keys, counts, strict=True):
+                bins[k - offset] += c
+            store.count = float(sum(counts))
+            total += store.count
         sk._zero_count = float(zero)
         sk._count = total
         if total:

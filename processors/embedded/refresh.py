@@ -58,7 +58,7 @@ def _set_watermark(ch: ClickHouse, value: datetime) -> None:
 
 
 def _load_buckets(
-    ch: ClickHouse, since_hour: datetime, keys: set[tuple[str, str, datetime]] | None = None
+    ch: ClickHouse, since_hour: datetime
 ) -> dict[BucketKey, tuple[HourBucket, datetime]]:
     rows = ch.query(
         "SELECT model, provider, hour, through, hex(state) FROM telemetry.stat_buckets FINAL "
@@ -68,8 +68,6 @@ def _load_buckets(
     out = {}
     for model, provider, hour, through, state in rows:
         hour = _utc(hour)
-        if keys is not None and (model, provider, hour) not in keys:
-            continue
         bucket = HourBucket.from_bytes(bytes.fromhex(state))
         out[BucketKey(model, provider, hour_of(hour))] = (bucket, _utc(through))
     return out
@@ -88,6 +86,7 @@ def refresh(ch: ClickHouse, *, as_of: datetime | None = None) -> RefreshReport:
     high = _utc(high_rows[0][0]) if high_rows and high_rows[0][0] else low
     new_rows = 0
     touched: dict[BucketKey, HourBucket] = {}
+    stored = _load_buckets(ch, start)
     if high > low:
         rows = ch.query(
             "SELECT model, provider, toStartOfHour(ts) AS h, ingested_at, toString(status), "
@@ -102,10 +101,9 @@ def refresh(ch: ClickHouse, *, as_of: datetime | None = None) -> RefreshReport:
         by_key: dict[tuple[str, str, datetime], list[tuple]] = defaultdict(list)
         for r in rows:
             by_key[(r[0], r[1], _utc(r[2]))].append(r)
-        existing = _load_buckets(ch, start, set(by_key)) if by_key else {}
         for (model, provider, hour), key_rows in by_key.items():
             key = BucketKey(model, provider, hour_of(hour))
-            bucket, through = existing.get(key, (HourBucket(), _EPOCH))
+            bucket, through = stored.get(key, (HourBucket(), _EPOCH))
             for r in key_rows:
                 if _utc(r[3]) > through:
                     bucket.add_values(r[4], r[5], r[6], r[7], r[8], r[9])
@@ -121,7 +119,8 @@ def refresh(ch: ClickHouse, *, as_of: datetime | None = None) -> RefreshReport:
             )
         _set_watermark(ch, high)
 
-    buckets = {k: b for k, (b, _) in _load_buckets(ch, start).items()}
+    buckets = {k: b for k, (b, _) in stored.items()}
+    buckets.update(touched)
     published = ch.query("SELECT DISTINCT model, provider FROM telemetry.model_stats_7d")
     stats = rolling_rows(buckets, as_of, keys=[(m, p) for m, p in published])
     write_stats(ch, stats)
