@@ -1,8 +1,9 @@
 """The sink: Kafka topics into ClickHouse, offsets committed only after rows are stored.
 
-One consumer group reads the raw events and the workers' published stats and
-writes them in batches. A ClickHouse outage pauses the loop (the same batch is
-retried with backoff) and never commits past unwritten rows; a crash after an
+One consumer group reads the raw events, the dead-letter topic and the
+workers' published stats and writes them in batches (dead letters land in
+``telemetry.rejected``, so analysts see rejected input in one place). A
+ClickHouse outage pauses the loop (the same batch is retried with backoff) and never commits past unwritten rows; a crash after an
 insert but before the commit replays the batch, which the raw-event dedup and
 the versioned stats tables absorb.
 """
@@ -14,6 +15,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from processors.clickhouse import ClickHouse
 from processors.kafka_io import unreachable
@@ -44,6 +47,22 @@ class SinkCounters:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _from_dlq(value: bytes, source: str) -> Rejected:
+    """A dead-letter record (from `telemetry ingest` or the HTTP collector) as a row."""
+    try:
+        doc = orjson.loads(value)
+        location = doc.get("location") or f"index {doc.get('index', '?')}"
+        return Rejected(
+            str(doc.get("source") or source),
+            str(location),
+            str(doc.get("field", "$")),
+            str(doc.get("reason", "")),
+            str(doc.get("raw", "")).encode(),
+        )
+    except (orjson.JSONDecodeError, AttributeError):
+        return Rejected(source, "dead-letter", "$", "unreadable dead-letter record", value)
+
+
 def _write_batch(
     ch: ClickHouse, settings: Settings, batch: dict[Any, list[Any]], c: SinkCounters
 ) -> None:
@@ -61,6 +80,8 @@ def _write_batch(
                     rejects.append(
                         Rejected(f"kafka:{tp.topic}", where, exc.field, exc.reason, m.value)
                     )
+            elif tp.topic == settings.dlq_topic:
+                rejects.append(_from_dlq(m.value, f"kafka:{tp.topic}"))
             elif tp.topic == settings.stats_topic:
                 row = decode_row(m.value, STATS_COLUMNS)
                 prev = stats.get((row[0], row[1]))
@@ -100,6 +121,7 @@ async def run_sink(
     stop = stop or asyncio.Event()
     consumer = AIOKafkaConsumer(
         settings.topic,
+        settings.dlq_topic,
         settings.stats_topic,
         settings.hourly_topic,
         bootstrap_servers=bootstrap,

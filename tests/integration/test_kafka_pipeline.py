@@ -63,6 +63,11 @@ def test_ingest_worker_sink_end_to_end(
                 what="every unique event in telemetry.requests",
             )
             assert stored
+            wait_for(
+                lambda: sink.counters.rejected == 3,
+                timeout=60,
+                what="the three dead letters in telemetry.rejected",
+            )
             exp = expected_counts(unique)
             want = {k: (exp.requests[k], exp.errors.get(k, 0), exp.tokens[k]) for k in exp.requests}
             wait_for(
@@ -73,7 +78,15 @@ def test_ingest_worker_sink_end_to_end(
             assert sink.error is None
     finally:
         worker.stop()
-    # Raw rows: one per event_id, and the DLQ got the three bad lines.
+    # Raw rows: one per event_id; the three bad lines went through the DLQ topic
+    # into telemetry.rejected with their reasons and line numbers.
     ids = clickhouse.query("SELECT uniqExact(event_id), count() FROM telemetry.requests")[0]
     assert ids == (len(unique), len(unique))
+    rejected = clickhouse.query("SELECT location, field, reason FROM telemetry.rejected")
+    assert sorted(r[0] for r in rejected) == [
+        f"line {len(lines) - 2}",
+        f"line {len(lines) - 1}",
+        f"line {len(lines)}",
+    ]
+    assert any("malformed JSON" in r[2] for r in rejected)
     assert worker.proc is not None and worker.proc.returncode is not None
