@@ -3,9 +3,10 @@
 One consumer group reads the raw events, the dead-letter topic and the
 workers' published stats and writes them in batches (dead letters land in
 ``telemetry.rejected``, so analysts see rejected input in one place). A
-ClickHouse outage pauses the loop (the same batch is retried with backoff) and never commits past unwritten rows; a crash after an
-insert but before the commit replays the batch, which the raw-event dedup and
-the versioned stats tables absorb.
+ClickHouse outage pauses the loop (the same batch is retried with backoff)
+and never commits past unwritten rows; a crash after an insert but before the
+commit replays the batch, which the raw-event dedup and the versioned stats
+tables absorb.
 """
 
 from __future__ import annotations
