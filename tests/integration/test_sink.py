@@ -1,0 +1,97 @@
+"""The sink under a ClickHouse outage: it pauses, keeps the batch, and commits nothing early.
+
+The outage is injected in front of the real engine (inserts fail with the
+error a dead server gives) so that what is tested is the sink's behaviour;
+the rows that do get written go to the real ClickHouse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from pipeline_util import as_events, settings_for, synthetic_events
+
+from processors.kafka_io import ensure_topics, produce_events
+from processors.sinks.kafka_sink import SinkCounters, run_sink
+from schemas.errors import OperationalError
+
+pytestmark = pytest.mark.integration
+
+
+class Outage:
+    """Delegates to the real ClickHouse, but inserts fail while ``down``."""
+
+    def __init__(self, ch: Any) -> None:
+        self._ch = ch
+        self.down = True
+        self.refused = 0
+
+    def insert(self, *args: Any, **kwargs: Any) -> int:
+        if self.down:
+            self.refused += 1
+            raise OperationalError("ClickHouse unavailable during INSERT: connection refused")
+        return self._ch.insert(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if self.down and name in ("query", "command"):
+
+            def refuse(*_: Any, **__: Any) -> Any:
+                self.refused += 1
+                raise OperationalError("ClickHouse unavailable: connection refused")
+
+            return refuse
+        return getattr(self._ch, name)
+
+
+async def _until(cond: Any, timeout: float, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_outage_pauses_and_loses_nothing(
+    kafka_bootstrap: str, clickhouse: Any, topic_prefix: str
+) -> None:
+    settings = settings_for(topic_prefix)
+    docs = synthetic_events(5_000, seed=51)
+    await ensure_topics(kafka_bootstrap, [settings.topic], partitions=4)
+    await produce_events(kafka_bootstrap, settings.topic, as_events(docs))
+    group = f"{topic_prefix}-sink"
+
+    # First sink: ClickHouse is down the whole time; it retries, then is stopped.
+    flaky = Outage(clickhouse)
+    stop = asyncio.Event()
+    first = SinkCounters()
+    task = asyncio.create_task(
+        run_sink(
+            settings, flaky, bootstrap=kafka_bootstrap, group_id=group, stop=stop, counters=first
+        )  # type: ignore[arg-type]
+    )
+    await _until(lambda: first.retries >= 3, 60, "three failed attempts")
+    stop.set()
+    await asyncio.wait_for(task, 60)
+    assert clickhouse.query("SELECT count() FROM telemetry.requests")[0][0] == 0
+    assert first.events_stored == 0 and first.last_error is not None
+
+    # Second sink, same group: nothing was committed, so every event is still there.
+    flaky2 = Outage(clickhouse)
+    stop2 = asyncio.Event()
+    second = SinkCounters()
+    task2 = asyncio.create_task(
+        run_sink(
+            settings, flaky2, bootstrap=kafka_bootstrap, group_id=group, stop=stop2, counters=second
+        )  # type: ignore[arg-type]
+    )
+    await _until(lambda: second.retries >= 2, 60, "the outage to be noticed")
+    flaky2.down = False  # the server is back
+    await _until(lambda: second.events_seen >= len(docs), 120, "every event after the outage")
+    stop2.set()
+    await asyncio.wait_for(task2, 60)
+    got = clickhouse.query("SELECT count(), uniqExact(event_id) FROM telemetry.requests")[0]
+    assert got == (len(docs), len(docs))
+    assert second.last_error is None
