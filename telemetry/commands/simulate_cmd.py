@@ -44,6 +44,10 @@ def _parse_end(text: str | None) -> datetime | None:
     return end
 
 
+def _span(days: float) -> str:
+    return f"{days:g} days" if days >= 1 else f"{days * 24:.3g} hours"
+
+
 def _print_report(out: Console, report: SimulationReport, plan: SimulationPlan) -> None:
     total = report.backfilled + report.live
     rate = total / report.elapsed_s if report.elapsed_s else 0.0
@@ -51,7 +55,7 @@ def _print_report(out: Console, report: SimulationReport, plan: SimulationPlan) 
     if plan.backfill_days is not None:
         bf_rate = report.backfilled / report.backfill_s if report.backfill_s else 0.0
         parts.append(
-            f"backfill {report.backfilled:,} over {plan.backfill_days:g} days "
+            f"backfill {report.backfilled:,} over {_span(plan.backfill_days)} "
             f"({bf_rate:,.0f} events/s)"
         )
     if plan.rate is not None:

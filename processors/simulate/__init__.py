@@ -1,0 +1,21 @@
+"""Synthetic gateway traffic for demos, load tests and the documentation's tests.
+
+``Simulator`` makes the events (pure, deterministic with a seed); ``targets``
+delivers them (NDJSON file, Kafka, HTTP ingest); ``run.simulate`` drives one
+into the other.
+"""
+
+from processors.simulate.generator import DEFAULT_DUPLICATE_SHARE, Simulator
+from processors.simulate.run import SimulationPlan, SimulationReport, simulate
+from processors.simulate.targets import parse_target
+from processors.simulate.traffic import Incident
+
+__all__ = [
+    "DEFAULT_DUPLICATE_SHARE",
+    "Incident",
+    "SimulationPlan",
+    "SimulationReport",
+    "Simulator",
+    "parse_target",
+    "simulate",
+]
