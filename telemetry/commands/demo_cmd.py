@@ -1,14 +1,173 @@
-"""`telemetry demo`: not built yet."""
+"""`telemetry demo`: a simulated week and a live minute, end to end, on this machine."""
 
 from __future__ import annotations
 
-import typer
+import asyncio
+import random
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Annotated, Any
 
-from telemetry.context import fail
+import typer
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from processors.embedded.ingest import ingest_lines
+from processors.export.document import display_strings, honest_figures
+from processors.export.run import ExportOptions, export_once
+from processors.simulate.generator import Simulator
+from processors.simulate.run import SimulationPlan, simulate
+from processors.simulate.targets import HttpTarget, encode_lines
+from processors.store import open_store
+from schemas.settings import Settings
+from telemetry.context import console, err_console, fail, settings_from
+from telemetry.embedded.service import RunConfig, run_embedded
+
+MIN_SAMPLE = 100
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(),
+        console=err_console,
+    )
+
+
+def _backfill(settings: Settings, sim: Simulator, days: float, events: int) -> None:
+    ch = open_store(settings)
+    with _progress() as progress:
+        task = progress.add_task("backfill", total=events, note=f"{days:g} days of traffic")
+
+        def chunks() -> Iterator[bytes]:
+            for batch in sim.backfill(days=days, events=events, batch_size=20_000):
+                yield encode_lines(batch)
+
+        def advanced(report: Any) -> None:
+            progress.update(task, completed=report.accepted, note=f"{report.stored:,} stored")
+
+        report = ingest_lines(ch, chunks(), source="demo", on_batch=advanced)
+        progress.update(
+            task,
+            completed=report.accepted,
+            note=f"{report.stored:,} stored, {report.duplicates:,} resent copies dropped",
+        )
+
+
+async def _live(settings: Settings, sim: Simulator, seconds: float, rate: float) -> None:
+    stop = asyncio.Event()
+    listening: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def on_listening(url: str) -> None:
+        if not listening.done():
+            listening.set_result(url)
+
+    config = RunConfig(host="127.0.0.1", port=0, refresh_every_s=5.0, export_every_s=None)
+    service = asyncio.create_task(
+        run_embedded(
+            settings,
+            config,
+            stop=stop,
+            on_event=lambda _: None,
+            on_listening=on_listening,
+        )
+    )
+    waiting: set[asyncio.Future[Any]] = {service, listening}
+    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    if service in done:
+        service.result()  # raises what stopped it
+    url = listening.result()
+    total = int(seconds * rate)
+    with _progress() as progress:
+        task = progress.add_task("live", total=total, note=f"POST {url}/v1/events")
+        plan = SimulationPlan(rate=rate, duration_s=seconds, live_events=total)
+        report = await simulate(
+            sim, HttpTarget(url), plan, on_live=lambda n: progress.advance(task, n)
+        )
+        progress.update(
+            task,
+            completed=report.live,
+            note=f"{report.target.accepted:,} accepted over HTTP",
+        )
+    stop.set()
+    await service
+
+
+def _page_block(row: dict[str, Any]) -> Panel:
+    figures, _ = honest_figures(row, MIN_SAMPLE)
+    d = display_strings(figures)
+    head = Table.grid(padding=(0, 3))
+    head.add_row(
+        f"[dim]p50 TTFT[/] {d['ttft_p50']}",
+        f"[dim]p95 TTFT[/] {d['ttft_p95']}",
+        f"[dim]TRAFFIC[/] {d['traffic']}",
+    )
+    perf = Table.grid(padding=(0, 4))
+    perf.add_row("[dim]TTFT p50[/]", d["ttft_p50"], "[dim]Output speed[/]", d["output_speed"])
+    perf.add_row("[dim]TTFT p95[/]", d["ttft_p95"], "[dim]Error rate[/]", d["error_rate"])
+    body = Table.grid()
+    body.add_row(head)
+    body.add_row("")
+    body.add_row("[bold]Performance[/]")
+    body.add_row(perf)
+    return Panel(body, title=f"[bold]{row['model']}[/]", title_align="left", expand=False)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("demo")
-    def demo() -> None:
-        """Not built yet (see the open issues)."""
-        fail("`telemetry demo` is not built yet", 3)
+    def demo(
+        ctx: typer.Context,
+        days: Annotated[float, typer.Option(help="days of traffic to backfill")] = 7,
+        events: Annotated[int, typer.Option(help="events in the backfill")] = 150_000,
+        live: Annotated[float, typer.Option(help="seconds of live traffic over HTTP")] = 30,
+        rate: Annotated[float, typer.Option(help="live events per second")] = 200,
+        seed: Annotated[int | None, typer.Option(help="simulator seed (default: random)")] = None,
+    ) -> None:
+        """Backfill a simulated week, run live for a while, print every model's page block.
+
+        Runs embedded (no broker) in the data directory: the same ingest path,
+        aggregation and export as production. Afterwards `telemetry stats` and
+        `telemetry sql` show what it produced.
+        """
+        settings = settings_from(ctx)
+        if settings.kafka:
+            fail("`telemetry demo` runs embedded: unset TELEMETRY_KAFKA", 2)
+        if days <= 0 or events <= 0 or live < 0 or rate <= 0:
+            fail("--days, --events and --rate must be positive, --live at least 0", 2)
+        started = time.perf_counter()
+        sim = Simulator(seed=random.randrange(1 << 30) if seed is None else seed)
+        console.print(
+            f"[bold]telemetry demo[/]: {events:,} events over {days:g} days, then "
+            f"{live:g} s live at {rate:g}/s, in {settings.data_dir}",
+            highlight=False,
+        )
+        _backfill(settings, sim, days, events)
+        if live > 0:
+            asyncio.run(_live(settings, sim, live, rate))
+
+        ch = open_store(settings)
+        from processors.embedded.refresh import refresh
+
+        refresh(ch)
+        out = settings.data_dir / "export"
+        report = export_once(
+            ch, ExportOptions(out=out, min_sample=MIN_SAMPLE, max_age=timedelta(minutes=10))
+        )
+        rows = ch.query_dicts(
+            "SELECT * FROM telemetry.model_stats_7d WHERE provider = '' "
+            "ORDER BY traffic_tokens DESC"
+        )
+        for row in rows:
+            console.print(_page_block(row))
+        console.print(
+            f"{len(rows)} models; export of {len(report.written)} models in {out}\n"
+            f"open {out / 'index.html'} in a browser for the model pages and charts\n"
+            f'next: telemetry stats · telemetry sql "SELECT ..." · telemetry run\n'
+            f"done in {time.perf_counter() - started:.0f} s",
+            highlight=False,
+        )

@@ -74,6 +74,7 @@ async def run_embedded(
     *,
     stop: asyncio.Event | None = None,
     on_event: Callable[[str], None] = print,
+    on_listening: Callable[[str], None] | None = None,
 ) -> None:
     auth = resolve_auth(settings, config)
     writer = open_store(settings)
@@ -92,6 +93,8 @@ async def run_embedded(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     on_event(f"ingest: POST http://{config.host}:{port}/v1/events")
+    if on_listening:
+        on_listening(f"http://{config.host}:{port}")
     on_event(f"control socket: {socket_path(settings.data_dir)}")
 
     export_dir = config.export_dir or settings.data_dir / "export"
