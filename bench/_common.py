@@ -1,0 +1,87 @@
+"""Shared by the benchmarks: a broker address (given, or a local one started here), events."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCAL_KAFKA = ROOT / "deploy" / "local-kafka"
+#: Port of the broker a benchmark starts itself (controller on port + 1).
+BENCH_KAFKA_PORT = int(os.environ.get("BENCH_KAFKA_PORT", "19496"))
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument(
+        "--bootstrap",
+        default=os.environ.get("TELEMETRY_KAFKA"),
+        help="Kafka bootstrap servers [env TELEMETRY_KAFKA; default: start deploy/local-kafka]",
+    )
+    return p
+
+
+@contextmanager
+def broker(bootstrap: str | None) -> Iterator[str]:
+    """The given bootstrap address, or a fresh local broker for the benchmark's duration."""
+    if bootstrap:
+        yield bootstrap
+        return
+    env = dict(os.environ, KAFKA_PORT=str(BENCH_KAFKA_PORT))
+    proc = subprocess.run(
+        [str(LOCAL_KAFKA), "start"], env=env, capture_output=True, text=True, timeout=300
+    )
+    if proc.returncode != 0:
+        sys.exit(f"deploy/local-kafka start failed: {proc.stderr[-2000:]}")
+    try:
+        yield proc.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run(
+            [str(LOCAL_KAFKA), "stop", "--wipe"], env=env, capture_output=True, timeout=120
+        )
+
+
+def make_event(i: int = 0) -> dict[str, Any]:
+    models = ("openai/gpt-4.1-mini", "anthropic/claude-sonnet-4", "meta/llama-3.3-70b", "x/y")
+    return {
+        "event_id": str(uuid.uuid4()),
+        "schema_version": 1,
+        "ts": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "gateway_id": "gw-bench-1",
+        "region": "eu-west",
+        "model": models[i % len(models)],
+        "provider": "openai",
+        "stream": True,
+        "status": "ok",
+        "error_type": None,
+        "http_status": 200,
+        "ttft_ms": 420.0,
+        "latency_ms": 2300.0,
+        "input_tokens": 120,
+        "output_tokens": 350,
+        "cached_input_tokens": 0,
+    }
+
+
+def topic_name(kind: str) -> str:
+    return f"bench.{kind}.{uuid.uuid4().hex[:8]}"
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    k = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[k]
+
+
+def footer() -> None:
+    print(f"python {sys.version.split()[0]}, {sys.platform}")
+    print(f"os.cpu_count() = {os.cpu_count()}")

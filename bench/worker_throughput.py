@@ -1,0 +1,702 @@
+"""Events per second through one Faust worker, against a bare aiokafka consumer.
+
+    python bench/worker_throughput.py [--events 300000] [--bootstrap HOST:PORT]
+                                      [--profile {py-spy,none}] [--keep]
+
+Without ``--bootstrap`` (or ``TELEMETRY_KAFKA``) it starts its own broker with
+``deploy/local-kafka`` on port 19692 and stops (and wipes) it at the end.
+
+1. Pre-produces N events (12 models x 3 providers, timestamps over the last 6
+   days, keyed by model) to a fresh 4-partition topic.
+2. Bare consumer: one aiokafka consumer, no group, reads every partition from
+   the start and only runs ``decode_event`` on each value.
+3. Worker: ``telemetry worker --interval 5`` as a subprocess with a fresh app id
+   and state dir. Its consumer group's committed offsets are polled; the run is
+   done when they equal the end offsets. Gross rate counts from process start;
+   net rate counts from the first commit (start-up, recovery and the first
+   batch excluded) to the last.
+4. Profile (default when ``py-spy`` is installed): a second worker with a fresh
+   app id over the same topic, sampled by ``py-spy record`` (100 Hz), and the
+   samples folded into where the worker's time goes.
+
+Figures are printed as the last lines. No assertion on timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import zlib
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import orjson
+import psutil
+from kafka_broker import LocalKafka
+from pipeline_util import WorkerProcess, settings_env, settings_for
+
+from processors.kafka_io import ensure_topics
+from schemas.codec import decode_event
+
+ROOT = Path(__file__).resolve().parents[1]
+OWN_BROKER_PORT = 19692
+PARTITIONS = 4
+
+VENDORS = ["openai", "anthropic", "google", "meta-llama", "mistral", "qwen"]
+MODELS = [f"{v}/model-{i}" for v in VENDORS for i in ("large", "small")]  # 12 models
+PROVIDERS = ["openai", "azure", "together", "fireworks", "bedrock", "vertex", "deepinfra"]
+ERRORS = ["provider_error", "timeout", "rate_limited", "client_error", "gateway_error", "cancelled"]
+
+
+# --------------------------------------------------------------------------- traffic
+
+
+def compact(raw: bytes) -> bytes:
+    """An exact-size copy: orjson's result keeps a 4 KiB allocation (measured, orjson 3.13),
+    which adds up to gigabytes when hundreds of thousands of encoded events are held."""
+    return memoryview(raw).tobytes()
+
+
+def make_docs(
+    n: int, *, seed: int, now: datetime, spread_hours: float = 144.0
+) -> list[dict[str, Any]]:
+    """Realistic events: 12 models x 3 providers, heavy-tailed TTFTs, every error type."""
+    import random
+
+    rng = random.Random(seed)
+    providers = {m: rng.sample(PROVIDERS, 3) for m in MODELS}
+    weights = [1.0 / (i + 1) for i in range(len(MODELS))]  # a few hot models, a long tail
+    span = spread_hours * 3600
+    out = []
+    for model in rng.choices(MODELS, weights=weights, k=n):
+        failed = rng.random() < 0.06
+        ttft = rng.lognormvariate(6.5, 1.0)
+        latency = ttft + rng.lognormvariate(7.5, 0.8)
+        input_tokens = rng.randint(0, 4000)
+        out.append(
+            {
+                "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                "schema_version": 1,
+                "ts": (now - timedelta(seconds=rng.uniform(0, span))).isoformat(),
+                "gateway_id": f"gw-{rng.randint(1, 5)}",
+                "region": rng.choice(["eu-west", "us-east", None]),
+                "model": model,
+                "provider": rng.choice(providers[model]),
+                "stream": rng.random() < 0.8,
+                "status": "error" if failed else "ok",
+                "error_type": rng.choice(ERRORS) if failed else None,
+                "http_status": 500 if failed else 200,
+                "ttft_ms": None if failed and rng.random() < 0.5 else round(ttft, 3),
+                "latency_ms": round(latency, 3),
+                "input_tokens": input_tokens,
+                "output_tokens": rng.randint(0, 1200),
+                "cached_input_tokens": rng.randint(0, input_tokens // 4),
+            }
+        )
+    return out
+
+
+def compression() -> str | None:
+    """The emitter's choice (zstd, else lz4), so the consumers decompress what gateways send."""
+    try:
+        from collector.sender import default_compression
+
+        return default_compression()
+    except Exception:
+        return "lz4"
+
+
+async def produce(bootstrap: str, topic: str, docs: list[dict[str, Any]]) -> float:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=20,
+        max_batch_size=512 * 1024,
+        compression_type=compression(),
+    )
+    await producer.start()
+    t0 = time.perf_counter()
+    try:
+        futures = []
+        for d in docs:
+            futures.append(await producer.send(topic, orjson.dumps(d), key=d["model"].encode()))
+            if len(futures) >= 20_000:
+                await asyncio.gather(*futures)
+                futures.clear()
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await c.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        ends = await c.end_offsets(tps)
+        return {tp.partition: off for tp, off in ends.items()}
+    finally:
+        await c.stop()
+
+
+async def bare_consumer(bootstrap: str, topic: str, ends: dict[int, int]) -> tuple[int, float]:
+    """Read every message of ``topic`` once and decode it; nothing else."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    c = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await c.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        remaining = {p for p, end in ends.items() if end > 0}
+        n = 0
+        t0 = time.perf_counter()
+        while remaining:
+            batch = await c.getmany(timeout_ms=500)
+            for tp, msgs in batch.items():
+                for m in msgs:
+                    decode_event(m.value)
+                n += len(msgs)
+                if msgs and msgs[-1].offset + 1 >= ends[tp.partition]:
+                    remaining.discard(tp.partition)
+        return n, time.perf_counter() - t0
+    finally:
+        await c.stop()
+
+
+def decode_only(values: list[bytes]) -> float:
+    t0 = time.perf_counter()
+    for v in values:
+        decode_event(v)
+    return time.perf_counter() - t0
+
+
+def fold_core(values: list[bytes], partitions: list[int]) -> float:
+    """decode_event + fold_partition with dicts as stores: our code alone, no Kafka, no Faust."""
+    from collections import defaultdict
+
+    from processors.worker.fold import Message, fold_partition
+
+    buckets: dict[bytes, bytes] = {}
+    seen: dict[bytes, bytes] = {}
+    offsets: dict[int, int] = defaultdict(int)
+    now = datetime.now(UTC)
+    t0 = time.perf_counter()
+    for start in range(0, len(values), 5_000):
+        per: dict[int, list[Message]] = defaultdict(list)
+        for v, p in zip(
+            values[start : start + 5_000], partitions[start : start + 5_000], strict=True
+        ):
+            per[p].append(Message(p, offsets[p], decode_event(v)))
+            offsets[p] += 1
+        for msgs in per.values():
+            fold_partition(msgs, buckets, seen, now=now, now_s=time.time())
+    return time.perf_counter() - t0
+
+
+async def topic_sizes(bootstrap: str, prefix: str) -> dict[str, int]:
+    """Messages per changelog topic (sum of end offsets) of the app ``prefix``."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await c.start()
+    try:
+        topics = [t for t in await c.topics() if t.startswith(prefix) and t.endswith("changelog")]
+        tps = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
+        out: dict[str, int] = dict.fromkeys(topics, 0)
+        for tp, off in (await c.end_offsets(tps)).items():
+            out[tp.topic] += off
+        return out
+    finally:
+        await c.stop()
+
+
+class CommitWatch:
+    """Polls a consumer group's committed offsets until they reach ``ends``."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        group: str,
+        topic: str,
+        ends: dict[int, int],
+        stop_at: int | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.group = group
+        self.topic = topic
+        self.ends = ends
+        self.total = min(sum(ends.values()), stop_at or sum(ends.values()))
+        self.first_commit: tuple[float, int] | None = None  # (time, events committed)
+        self.done_at: float | None = None
+        self.on_first_commit: Any = None
+
+    async def run(self, t_start: float, timeout: float, alive: Any) -> None:
+        from aiokafka import TopicPartition
+        from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka.errors import KafkaError
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        tps = [TopicPartition(self.topic, p) for p in range(PARTITIONS)]
+        try:
+            while time.perf_counter() - t_start < timeout:
+                if not alive():
+                    raise RuntimeError("the worker exited early; see its log")
+                try:
+                    offs = await admin.list_consumer_group_offsets(self.group, partitions=tps)
+                except KafkaError as exc:  # no coordinator yet, group not formed yet, ...
+                    if not getattr(exc, "retriable", False):
+                        raise
+                    await asyncio.sleep(0.1)
+                    continue
+                now = time.perf_counter()
+                done = sum(max(om.offset, 0) for tp, om in offs.items() if tp.topic == self.topic)
+                if done > 0 and self.first_commit is None:
+                    self.first_commit = (now, done)
+                    if self.on_first_commit is not None:
+                        self.on_first_commit()
+                if done >= self.total:
+                    self.done_at = now
+                    return
+                await asyncio.sleep(0.1)
+            raise TimeoutError(f"worker did not commit every offset within {timeout:.0f}s")
+        finally:
+            await admin.close()
+
+
+def counted_in_log(log: Path) -> int | None:
+    found = re.findall(rb"counted=(\d+)", log.read_bytes()) if log.exists() else []
+    return int(found[-1]) if found else None
+
+
+#: What-ifs: a worker started with a prelude that changes one knob, to measure a
+#: proposal without editing the worker. ``buffer``: Faust's ProducerBuffer holds
+#: table changelog messages and, past ``max_messages`` (100), makes the conductor
+#: drain it one message per loop turn before each source message. ``batch``:
+#: bigger batches (20,000 events or 1 s) fold more events per bucket write.
+#: ``linger``: the same, and changelog sends batched for 50 ms (Faust's default
+#: is 0: each changelog message leaves in a tiny produce request).
+WHAT_IFS = {
+    "buffer": (
+        "ProducerBuffer.max_messages=1e6",
+        "import faust.transport.producer as _p\n_p.ProducerBuffer.max_messages = 1_000_000\n",
+    ),
+    "batch": (
+        "BATCH_MAX=20000, BATCH_WITHIN_S=1.0",
+        "import processors.worker.app as _a\n_a.BATCH_MAX = 20_000\n_a.BATCH_WITHIN_S = 1.0\n",
+    ),
+    "linger": (
+        "batch + producer_linger=0.05 s",
+        "import processors.worker.app as _a\n_a.BATCH_MAX = 20_000\n_a.BATCH_WITHIN_S = 1.0\n"
+        "import faust\n"
+        "class _App(faust.App):\n"
+        "    def __init__(self, *a, **kw):\n"
+        "        kw.setdefault('producer_linger', 0.05)\n"
+        "        super().__init__(*a, **kw)\n"
+        "faust.App = _App\n",
+    ),
+}
+
+
+class PatchedWorker(WorkerProcess):
+    """``telemetry worker`` run through ``python -c`` with a prelude (a what-if)."""
+
+    def __init__(self, *args: Any, prelude: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.prelude = prelude
+
+    def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        code = self.prelude + "from telemetry.cli import main\nmain()\n"
+        self.proc = subprocess.Popen(
+            [
+                *(sys.executable, "-c", code, "worker", "--interval", str(self.interval)),
+                *("--state-dir", str(self.state_dir), "--loglevel", "info"),
+            ],
+            env=self.env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+
+
+def run_worker(
+    bootstrap: str,
+    settings: Any,
+    work: Path,
+    name: str,
+    ends: dict[int, int],
+    *,
+    timeout: float,
+    profile_to: Path | None = None,
+    prelude: str | None = None,
+    stop_at: int | None = None,
+) -> dict[str, Any]:
+    env = settings_env(settings, bootstrap, work / f"{name}-data")
+    log = work / f"{name}.log"
+    if prelude:
+        worker: WorkerProcess = PatchedWorker(
+            env, work / f"{name}-state", log, interval=5.0, prelude=prelude
+        )
+    else:
+        worker = WorkerProcess(env, work / f"{name}-state", log, interval=5.0)
+    watch = CommitWatch(bootstrap, settings.worker_id, settings.topic, ends, stop_at=stop_at)
+    spy: subprocess.Popen[bytes] | None = None
+    t_start = time.perf_counter()
+    worker.start()
+    assert worker.proc is not None
+    proc = psutil.Process(worker.proc.pid)
+    cpu_first: list[float] = []
+    watch.on_first_commit = lambda: cpu_first.append(sum(proc.cpu_times()[:2]))
+    if profile_to is not None:
+        spy = subprocess.Popen(
+            [
+                *(py_spy(), "record", "--pid", str(worker.proc.pid), "--format", "raw"),
+                *("--rate", "100", "--output", str(profile_to)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+    try:
+        asyncio.run(watch.run(t_start, timeout, worker.alive))
+        cpu = proc.cpu_times()
+        rss = proc.memory_info().rss
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            _, err = spy.communicate(timeout=60)
+            if spy.returncode not in (0, -signal.SIGINT) and not profile_to.exists():
+                print(f"py-spy failed: {err.decode(errors='replace')[-500:]}")
+        # The next publication (every 5 s) logs the counter: a sanity check, not timed.
+        deadline = time.monotonic() + (20 if stop_at is None else 0)
+        counted = counted_in_log(log)
+        while counted != watch.total and time.monotonic() < deadline:
+            time.sleep(0.5)
+            counted = counted_in_log(log)
+    finally:
+        if spy is not None and spy.poll() is None:
+            spy.kill()
+        worker.stop()
+    assert watch.first_commit is not None and watch.done_at is not None
+    t_first, n_first = watch.first_commit
+    net_cpu = cpu.user + cpu.system - cpu_first[0]
+    sizes = asyncio.run(topic_sizes(bootstrap, settings.worker_id))
+    return {
+        "net_cpu_s": net_cpu,
+        "net_per_cpu_s": (watch.total - n_first) / max(net_cpu, 1e-9),
+        "busy": net_cpu / max(watch.done_at - t_first, 1e-9),
+        "changelog": {t[len(settings.worker_id) + 1 :]: n for t, n in sizes.items()},
+        "events": watch.total,
+        "startup_s": t_first - t_start,
+        "events_at_first_commit": n_first,
+        "gross_s": watch.done_at - t_start,
+        "net_s": watch.done_at - t_first,
+        "gross_rate": watch.total / (watch.done_at - t_start),
+        "net_rate": (watch.total - n_first) / max(watch.done_at - t_first, 1e-9),
+        "cpu_s": cpu.user + cpu.system,
+        "rss_mb": rss / 2**20,
+        "counted": counted,
+    }
+
+
+# --------------------------------------------------------------------------- profile
+
+
+def py_spy() -> str:
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else (shutil.which("py-spy") or "")
+
+
+def _fn(frame: str) -> str:
+    """'name (path:line)' -> 'name (path)'."""
+    return re.sub(r":\d+\)$", ")", frame)
+
+
+def _line_of(path: Path, needle: str) -> int:
+    for i, text in enumerate(path.read_text().splitlines(), 1):
+        if needle in text:
+            return i
+    return -1
+
+
+# (label, predicate on the stack's frames) — the first match wins, most specific first.
+def _categories() -> list[tuple[str, Any]]:
+    fold_py = ROOT / "processors" / "worker" / "fold.py"
+    seen_get = _line_of(fold_py, "prior_raw = seen.get(")
+    seen_set = _line_of(fold_py, "seen[id_key] = ")
+    bucket_set = _line_of(fold_py, "buckets[encode_bucket_key(key)] = ")
+    bucket_get = _line_of(fold_py, "raw = buckets.get(")
+
+    def at(line: int) -> Any:
+        return lambda st: any(
+            f.startswith("fold_partition (") and f.endswith(f":{line})") for f in st
+        )
+
+    def has(*needles: str) -> Any:
+        return lambda st: any(any(n in f for n in needles) for f in st)
+
+    return [
+        ("decode_event: pydantic validation", has("validate_event (schemas/codec.py")),
+        ("decode_event: orjson + rest", has("decode_event (schemas/codec.py")),
+        ("fold: seen[id] = ... (table write + changelog send)", at(seen_set)),
+        ("fold: seen.get(id)", at(seen_get)),
+        ("fold: buckets[...] = to_bytes (write + changelog)", at(bucket_set)),
+        ("fold: buckets.get + from_bytes", at(bucket_get)),
+        ("fold: HourBucket.add (sketch adds)", has("add (processors/aggregate/bucket.py")),
+        ("fold: other", has("fold_partition (processors/worker/fold.py")),
+        ("agent loop (batching, per-partition split)", has("fold (processors/worker/app.py")),
+        ("publish timer (rolling view, stats sends)", has("publish (processors/worker/app.py")),
+        ("sweep_seen timer", has("sweep_seen (processors/worker/app.py")),
+        ("faust commit / producer flush", has("commit (faust/", "_commit", "flush (")),
+        ("aiokafka consumer fetch/parse", has("aiokafka/consumer", "aiokafka/record")),
+        ("aiokafka producer (changelog sends)", has("aiokafka/producer")),
+        ("faust stream/transport machinery", has("faust/", "mode/")),
+        ("start-up (imports, app creation)", has("<module>", "_find_and_load")),
+    ]
+
+
+def analyse_profile(raw: Path, top: int = 20) -> list[str]:
+    """Fold py-spy's raw stacks into categories, self time and inclusive time."""
+    stacks: list[tuple[list[str], int]] = []
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            stacks.append((stack.split(";"), int(count)))
+    total = sum(c for _, c in stacks)
+    if not total:
+        return ["profile: no samples"]
+    cats = _categories()
+    by_cat: Counter[str] = Counter()
+    self_t: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    for frames, count in stacks:
+        label = next((name for name, pred in cats if pred(frames)), "other")
+        by_cat[label] += count
+        self_t[_fn(frames[-1])] += count
+        for f in {_fn(f) for f in frames}:
+            incl[f] += count
+    out = [f"profile: {total} samples of busy time (py-spy, 100 Hz, idle excluded)"]
+    out.append("profile: where the time goes (first matching category per sample)")
+    out += [f"  {100 * c / total:5.1f}%  {name}" for name, c in by_cat.most_common()]
+    out.append(f"profile: top {top} functions by self time")
+    out += [f"  {100 * c / total:5.1f}%  {name}" for name, c in self_t.most_common(top)]
+    ours = [
+        (n, c)
+        for n, c in incl.most_common()
+        if any(p in n for p in ("processors/", "schemas/", "pydantic", "orjson", "rocksdict"))
+    ]
+    out.append(f"profile: top {top} of our functions by inclusive time")
+    out += [f"  {100 * c / total:5.1f}%  {name}" for name, c in ours[:top]]
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--bootstrap", default=os.environ.get("TELEMETRY_KAFKA") or None)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--spread-hours",
+        type=float,
+        default=144.0,
+        help="event timestamps spread over the last H hours (144 = 6 days; 0.2 = live traffic)",
+    )
+    ap.add_argument("--timeout", type=float, default=600.0, help="per worker run, seconds")
+    ap.add_argument(
+        "--profile",
+        choices=["py-spy", "none"],
+        default="py-spy" if py_spy() else "none",
+        help="profile a second worker run with py-spy (default when installed)",
+    )
+    ap.add_argument(
+        "--profile-events",
+        type=int,
+        default=60_000,
+        help="the profiled run stops once this many events are committed",
+    )
+    ap.add_argument(
+        "--what-if",
+        default="",
+        help=f"comma-separated what-if worker runs to add: {', '.join(WHAT_IFS)} (default none)",
+    )
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, profile)")
+    args = ap.parse_args()
+    unknown = {x.strip() for x in args.what_if.split(",") if x.strip()} - set(WHAT_IFS)
+    if unknown:
+        ap.error(
+            f"unknown --what-if {', '.join(sorted(unknown))}; choose from {', '.join(WHAT_IFS)}"
+        )
+
+    broker = None
+    bootstrap = args.bootstrap
+    if not bootstrap:
+        broker = LocalKafka(OWN_BROKER_PORT)
+        print(f"starting a broker on port {OWN_BROKER_PORT} ...", flush=True)
+        bootstrap = broker.start()
+    work = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
+    try:
+        figures = run(args, bootstrap, work)
+    finally:
+        if broker is not None:
+            broker.stop(wipe=True)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"work dir kept: {work}")
+    print()
+    for line in figures:
+        print(line)
+
+
+def run(args: argparse.Namespace, bootstrap: str, work: Path) -> list[str]:
+    prefix = f"bench-tp-{uuid.uuid4().hex[:8]}"
+    settings = settings_for(prefix, partitions=PARTITIONS)
+    topics = [settings.topic, settings.dlq_topic, settings.stats_topic, settings.hourly_topic]
+    asyncio.run(ensure_topics(bootstrap, topics, partitions=PARTITIONS))
+
+    print(f"generating {args.events:,} events ...", flush=True)
+    docs = make_docs(
+        args.events, seed=args.seed, now=datetime.now(UTC), spread_hours=args.spread_hours
+    )
+    values = [compact(orjson.dumps(d)) for d in docs]
+    parts = [zlib.crc32(d["model"].encode()) % PARTITIONS for d in docs]  # any stable split
+    print(f"producing to {settings.topic} ({compression()}) ...", flush=True)
+    produce_s = asyncio.run(produce(bootstrap, settings.topic, docs))
+    del docs
+    ends = asyncio.run(end_offsets(bootstrap, settings.topic))
+    n = sum(ends.values())
+    assert n == args.events, (n, args.events)
+
+    decode_s = decode_only(values)
+    core_s = fold_core(values, parts)
+    del values, parts
+    load_before = os.getloadavg()
+    print("bare consumer ...", flush=True)
+    bare_n, bare_s = asyncio.run(bare_consumer(bootstrap, settings.topic, ends))
+    bare_rate = bare_n / bare_s
+
+    print("worker ...", flush=True)
+    w = run_worker(bootstrap, settings, work, "worker", ends, timeout=args.timeout)
+
+    profile_lines: list[str] = []
+    prof: dict[str, Any] | None = None
+    if args.profile == "py-spy":
+        print("profiled worker (py-spy) ...", flush=True)
+        raw = work / "profile.txt"
+        psettings = settings.model_copy(update={"worker_id": f"{prefix}-profiled"})
+        prof = run_worker(
+            bootstrap,
+            psettings,
+            work,
+            "profiled",
+            ends,
+            timeout=args.timeout,
+            profile_to=raw,
+            stop_at=args.profile_events,
+        )
+        if raw.exists():
+            profile_lines = analyse_profile(raw)
+            for line in profile_lines:
+                print(line)
+            if args.keep:
+                print(f"raw py-spy stacks: {raw}")
+
+    what_ifs: list[tuple[str, dict[str, Any]]] = []
+    for name in [x.strip() for x in args.what_if.split(",") if x.strip()]:
+        label, prelude = WHAT_IFS[name]
+        print(f"what-if worker ({label}) ...", flush=True)
+        wsettings = settings.model_copy(update={"worker_id": f"{prefix}-whatif-{name}"})
+        wi = run_worker(
+            bootstrap,
+            wsettings,
+            work,
+            f"whatif-{name}",
+            ends,
+            timeout=args.timeout,
+            prelude=prelude,
+        )
+        what_ifs.append((label, wi))
+
+    load_after = os.getloadavg()
+    ratio_net = w["net_rate"] / bare_rate
+    ratio_gross = w["gross_rate"] / bare_rate
+    figures = [
+        "== bench/worker_throughput.py ==",
+        f"cpu_count: {os.cpu_count()}",
+        f"load average (1 min) before/after the consumers: {load_before[0]:.2f} / "
+        f"{load_after[0]:.2f} (other processes share these CPUs)",
+        f"events: {n:,} in {PARTITIONS} partitions "
+        f"({len(MODELS)} models x 3 providers, ts over the last {args.spread_hours:g} h)",
+        f"produce: {n / produce_s:,.0f} events/s (aiokafka, acks=all, {compression()})",
+        f"decode_event only, in memory: {n / decode_s:,.0f} events/s",
+        f"decode_event + fold_partition, dict stores (no Kafka/Faust): {n / core_s:,.0f} events/s",
+        f"bare consumer (aiokafka + decode_event): {bare_rate:,.0f} events/s ({bare_s:.2f} s)",
+        f"worker start-up (to first commit): {w['startup_s']:.2f} s "
+        f"({w['events_at_first_commit']:,} events committed then)",
+        f"worker gross (start -> all committed): {w['gross_rate']:,.0f} events/s "
+        f"({w['gross_s']:.2f} s)",
+        f"worker net (first -> last commit): {w['net_rate']:,.0f} events/s ({w['net_s']:.2f} s)",
+        f"worker CPU in the net window: {w['net_cpu_s']:.1f} s = "
+        f"{w['net_per_cpu_s']:,.0f} events per worker CPU-second "
+        f"(worker busy {100 * w['busy']:.0f}% of one core); RSS at end {w['rss_mb']:.0f} MB",
+        "worker changelog messages: "
+        + ", ".join(f"{t} {c:,} ({c / n:.2f}/event)" for t, c in sorted(w["changelog"].items())),
+        f"worker counted (its log): {w['counted']} of {n} "
+        f"({'OK' if w['counted'] == n else 'MISMATCH'})",
+        f"ratio worker/bare: net {ratio_net:.3f}, gross {ratio_gross:.3f}",
+    ]
+    if prof is not None:
+        figures.append(
+            f"profiled worker (py-spy attached, first {prof['events']:,} events): "
+            f"net {prof['net_rate']:,.0f} events/s, gross {prof['gross_rate']:,.0f} events/s"
+        )
+    for label, wi in what_ifs:
+        figures.append(
+            f"what-if {label}: net {wi['net_rate']:,.0f} events/s "
+            f"(ratio {wi['net_rate'] / bare_rate:.3f}), gross {wi['gross_rate']:,.0f} events/s, "
+            f"{wi['net_per_cpu_s']:,.0f} events/CPU-s, changelog "
+            + ", ".join(f"{t} {c / n:.2f}/event" for t, c in sorted(wi["changelog"].items()))
+            + f", counted {wi['counted']} ({'OK' if wi['counted'] == n else 'MISMATCH'})"
+        )
+    goal_rate = "met" if w["net_rate"] >= 30_000 else "NOT met"
+    goal_ratio = "met" if ratio_net >= 0.5 else "NOT met"
+    figures.append(
+        f"goal >=30,000 events/s: {goal_rate} (net {w['net_rate']:,.0f}); "
+        f"goal ratio >=0.5: {goal_ratio} (net {ratio_net:.3f})"
+    )
+    return figures
+
+
+if __name__ == "__main__":
+    main()
