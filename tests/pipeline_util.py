@@ -130,7 +130,7 @@ def settings_env(settings: Settings, bootstrap: str, data_dir: Path) -> dict[str
 class WorkerProcess:
     """`telemetry worker` in a subprocess, killed or stopped on demand."""
 
-    def __init__(self, env: dict[str, str], state_dir: Path, log: Path, interval: float = 1.0):
+    def __init__(self, env: dict[str, str], state_dir: Path, log: Path, interval: float = 2.0):
         self.env = env
         self.state_dir = state_dir
         self.log = log

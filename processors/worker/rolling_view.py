@@ -80,7 +80,8 @@ class RollingView:
         self._past[pk] = (current, total)
         return total
 
-    def publish(self, as_of: datetime) -> Publication:
+    def publish(self, as_of: datetime, *, hourly: bool = True) -> Publication:
+        """Rows due at ``as_of``. ``hourly=False`` keeps changed hours for a later call."""
         current = hour_of(as_of)
         first = window_start_hour(as_of)
         rolled = self._last_hour != current
@@ -114,10 +115,12 @@ class RollingView:
         for pk in [pk for pk, hours in self._hours.items() if not hours]:
             del self._hours[pk]
             self._past.pop(pk, None)
-        hourly = self._hourly(as_of, first)
+        hourly_rows: list[HourlyRow] = []
+        if hourly:
+            hourly_rows = self._hourly(as_of, first)
+            self._dirty_hours.clear()
         self._dirty_models.clear()
-        self._dirty_hours.clear()
-        return Publication(stats, hourly, expired)
+        return Publication(stats, hourly_rows, expired)
 
     def _hourly(self, as_of: datetime, first: int) -> list[HourlyRow]:
         rows: list[HourlyRow] = []
