@@ -22,6 +22,9 @@ from schemas.event import RequestEvent
 __all__ = ["DEFAULT_BATCH", "IngestReport", "ingest_lines", "validate_lines"]
 
 DEFAULT_BATCH = 20_000
+#: Fold stored rows into the buckets every this many events, so that a refresh
+#: never holds more than this many rows in memory (a 1 GB file stays bounded).
+REFRESH_EVERY = 200_000
 _SAMPLES = 20
 
 
@@ -83,11 +86,16 @@ def ingest_lines(
         if on_batch:
             on_batch(report)
 
+    since_refresh = 0
     for numbered in iter_ndjson(chunks):
         batch.append(numbered)
         report.lines = numbered[0]
         if len(batch) >= batch_size:
+            since_refresh += len(batch)
             flush()
+            if do_refresh and since_refresh >= REFRESH_EVERY:
+                report.refresh = refresh(ch)
+                since_refresh = 0
     if batch:
         flush()
     if do_refresh:
