@@ -25,7 +25,14 @@ from processors.aggregate import (
 from processors.aggregate.window import window_start_hour
 from schemas.stats import HourlyRow, StatsRow
 
-__all__ = ["Publication", "RollingView"]
+__all__ = ["MAX_HOURLY_PER_PUBLICATION", "Publication", "RollingView"]
+
+#: (model, hour) pairs of the hourly series published per call, newest first;
+#: the rest stay due. A catch-up makes every hour of the week dirty at once,
+#: and publishing 100k+ rows in one go stalls the agent and balloons memory.
+MAX_HOURLY_PER_PUBLICATION = 2_000
+#: Decoded buckets kept between publications (bounded: a catch-up touches them all).
+_FRESH_MAX = 20_000
 
 Loader = Callable[[BucketKey], HourBucket | None]
 
@@ -39,7 +46,9 @@ class Publication:
 
 class RollingView:
     def __init__(self, load: Loader) -> None:
-        self._load = load
+        self._load_stored = load
+        #: Buckets the fold just built, so publishing need not decode them again.
+        self._fresh: dict[BucketKey, HourBucket] = {}
         self._hours: dict[tuple[str, str], set[int]] = defaultdict(set)
         self._past: dict[tuple[str, str], tuple[int, HourBucket]] = {}
         self._dirty_models: set[str] = set()
@@ -50,6 +59,7 @@ class RollingView:
         """Forget everything and index ``keys`` (after start-up or a rebalance)."""
         self._hours.clear()
         self._past.clear()
+        self._fresh.clear()
         self._dirty_models.clear()
         self._dirty_hours.clear()
         self._last_hour = None
@@ -57,8 +67,17 @@ class RollingView:
             self._hours[(key.model, key.provider)].add(key.hour)
             self._dirty_hours.add((key.model, key.hour))
 
-    def note(self, key: BucketKey) -> None:
-        """A bucket changed: its model's rows and its hour are due."""
+    def _load(self, key: BucketKey) -> HourBucket | None:
+        fresh = self._fresh.get(key)
+        return fresh if fresh is not None else self._load_stored(key)
+
+    def note(self, key: BucketKey, bucket: HourBucket | None = None) -> None:
+        """A bucket changed: its model's rows and its hour are due.
+
+        ``bucket`` is its new state if the caller has it (never mutated after).
+        """
+        if bucket is not None and (key in self._fresh or len(self._fresh) < _FRESH_MAX):
+            self._fresh[key] = bucket
         pk = (key.model, key.provider)
         self._hours[pk].add(key.hour)
         self._dirty_models.add(key.model)
@@ -118,8 +137,8 @@ class RollingView:
         hourly_rows: list[HourlyRow] = []
         if hourly:
             hourly_rows = self._hourly(as_of, first)
-            self._dirty_hours.clear()
         self._dirty_models.clear()
+        self._fresh.clear()
         return Publication(stats, hourly_rows, expired)
 
     def _hourly(self, as_of: datetime, first: int) -> list[HourlyRow]:
@@ -129,7 +148,10 @@ class RollingView:
             for h in self._hours[(m, p)]:
                 if (m, h) in self._dirty_hours and h >= first:
                     wanted[(m, h)].append(p)
-        for (model, h), providers in sorted(wanted.items()):
+        due = sorted(wanted, key=lambda mh: (-mh[1], mh[0]))[:MAX_HOURLY_PER_PUBLICATION]
+        self._dirty_hours = {mh for mh in self._dirty_hours if mh in wanted} - set(due)
+        for model, h in sorted(due):
+            providers = wanted[(model, h)]
             everything = HourBucket()
             for provider in sorted(providers):
                 b = self._load(BucketKey(model, provider, h))

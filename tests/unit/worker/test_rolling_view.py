@@ -222,3 +222,29 @@ def test_random_sequence_always_agrees_with_a_fresh_computation() -> None:
             assert latest[k] == figures, (k, t)
         for k in latest.keys() - fresh.keys():
             assert latest[k].requests == 0, k  # type: ignore[attr-defined]
+
+
+def test_hourly_rows_are_capped_per_publication_newest_first(monkeypatch: object) -> None:
+    import processors.worker.rolling_view as rv
+
+    monkeypatch.setattr(rv, "MAX_HOURLY_PER_PUBLICATION", 50)  # type: ignore[attr-defined]
+    store = Store()
+    view = RollingView(store.load)
+    models = [f"m{i}" for i in range(3)]
+    for h in range(H0 - 100, H0 + 1):
+        for m in models:
+            view.note(store.add(BucketKey(m, "p", h)))
+    seen: list[tuple[str, datetime]] = []
+    rounds = 0
+    while True:
+        pub = view.publish(T0)
+        pairs = {(r.model, r.hour) for r in pub.hourly}
+        if not pairs:
+            break
+        assert len(pairs) <= 50
+        if rounds == 0:  # the newest hours come first
+            assert max(h for _, h in pairs) == rv.hour_start(H0)
+        seen.extend(pairs)
+        rounds += 1
+    assert rounds == -(-(101 * 3) // 50)
+    assert len(seen) == len(set(seen)) == 101 * 3  # every changed hour exactly once
