@@ -1,7 +1,7 @@
 """Bearer tokens, stored as sha256 hex digests and compared in constant time.
 
 The service never holds a token in clear: ``TELEMETRY_INGEST_TOKENS`` lists the
-digests (``printf %s "$TOKEN" | sha256sum``), one per gateway, comma separated.
+digests (``printf %s "$TOKEN" | sha256sum | cut -d' ' -f1``), one per gateway, comma separated.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ class TokenAuth:
             if not _HEX64.fullmatch(d):
                 raise ConfigError(
                     f"TELEMETRY_INGEST_TOKENS: entry {i + 1} is not a sha256 hex digest "
-                    "(64 hex characters; compute one with: printf %s TOKEN | sha256sum)"
+                    "(64 hex characters; compute one with: "
+                    "printf %s TOKEN | sha256sum | cut -d' ' -f1)"
                 )
             cleaned.append(bytes.fromhex(d))
         if not cleaned:

@@ -46,6 +46,9 @@ class ServiceConfig:
     max_decompressed: int = DEFAULT_MAX_DECOMPRESSED
     spool_max_bytes: int = DEFAULT_MAX_BYTES
     max_backlog: int = 200_000
+    #: partitions of the topics when this service is the first to need them
+    partitions: int = 4
+    replication_factor: int = 1
     close_timeout_s: float = 10.0
     emitter_options: dict[str, Any] = field(default_factory=dict)
 
@@ -54,7 +57,8 @@ class ServiceConfig:
             raise ConfigError(
                 "TELEMETRY_INGEST_TOKENS is not set: refusing to start an ingest service that "
                 "anyone can write to. Set it to the sha256 digests of the gateways' tokens "
-                "(printf %s TOKEN | sha256sum), or pass --insecure-no-auth for a trusted network"
+                "(printf %s TOKEN | sha256sum | cut -d' ' -f1), or pass --insecure-no-auth "
+                "for a trusted network"
             )
         if self.spool_max_bytes < 64 * 1024:
             raise ConfigError(
@@ -78,6 +82,7 @@ async def serve(
     limits = config.validate()
     if config.auth is None:
         log.warning("ingest service runs WITHOUT authentication (--insecure-no-auth)")
+    await _create_topics(config)
     emitter = TelemetryEmitter(
         bootstrap_servers=config.bootstrap_servers,
         spool_dir=config.spool_dir,
@@ -119,3 +124,43 @@ async def serve(
         if runner is not None:
             await runner.cleanup()
         await emitter.close(config.close_timeout_s)
+
+
+async def _create_topics(config: ServiceConfig) -> None:
+    """Create the events and dead-letter topics with the configured partitions.
+
+    Otherwise the first produce would let the broker auto-create them with its
+    own default count, which the workers' tables would not match. Best effort:
+    an unreachable broker is fine here (events are spooled until it answers).
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=config.bootstrap_servers, request_timeout_ms=5_000
+    )
+    try:
+        await admin.start()
+    except KafkaError:
+        await admin.close()
+        log.warning("Kafka unreachable at start-up: topics not checked, events will be spooled")
+        return
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in (config.topic, config.dlq_topic) if t not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            t,
+                            num_partitions=config.partitions,
+                            replication_factor=config.replication_factor,
+                        )
+                        for t in missing
+                    ]
+                )
+    except KafkaError as exc:
+        log.warning("could not create topics %s: %s", [config.topic, config.dlq_topic], exc)
+    finally:
+        await admin.close()

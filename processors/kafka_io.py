@@ -37,7 +37,9 @@ def dlq_record(*, source: str, location: str, field: str, reason: str, raw: byte
     )
 
 
-async def ensure_topics(bootstrap: str, topics: Sequence[str], *, partitions: int) -> None:
+async def ensure_topics(
+    bootstrap: str, topics: Sequence[str], *, partitions: int, replication_factor: int = 1
+) -> None:
     """Create the topics if missing (idempotent), so keys spread over ``partitions``."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
@@ -53,7 +55,12 @@ async def ensure_topics(bootstrap: str, topics: Sequence[str], *, partitions: in
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
-                    [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
+                    [
+                        NewTopic(
+                            t, num_partitions=partitions, replication_factor=replication_factor
+                        )
+                        for t in missing
+                    ]
                 )
     finally:
         await admin.close()

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     partitions: int = Field(
         default=4, ge=1, description="partitions of the events topic when created"
     )
+    replication_factor: int = Field(
+        default=1, ge=1, description="replication of the topics we create (3 on a real cluster)"
+    )
     worker_id: str = "telemetry-worker"
     worker_session_timeout_s: float = Field(default=10.0, ge=6, le=300)
     ingest_tokens: SecretStr | None = Field(

@@ -20,7 +20,7 @@ from ddsketch import DDSketch
 __all__ = ["RELATIVE_ACCURACY", "QuantileSketch"]
 
 #: Half the 1% the contract allows. The exact quantile we promise is the value
-#: of the event at rank floor(q * (n - 1)) (ClickHouse ``quantileExactLow``);
+#: of the event at rank floor(q * (n - 1)), 0-based (docs/queries.md shows it in SQL);
 #: measured against it, alpha = 0.01 peaked at 0.996% on a pareto mix
 #: (bench/sketch_compare.py), too close to the bound.
 RELATIVE_ACCURACY = 0.005
@@ -74,7 +74,7 @@ class QuantileSketch:
         return int(self._sk.count)
 
     def quantile(self, q: float) -> float | None:
-        """The q-quantile (lower rank, like ``quantileExactLow``), or None when empty."""
+        """The q-quantile (lower rank, rank floor(q * (n - 1))), or None when empty."""
         if not self._sk.count:
             return None
         value = self._sk.get_quantile_value(q)

@@ -8,7 +8,7 @@ Protocol (see docs/exports.md):
 * ``Authorization: Bearer $TELEMETRY_CATALOG_TOKEN``;
 * ``Idempotency-Key: <model>@<as_of>``: the same stats sent twice are one
   update for the catalog, so retries are safe;
-* 2xx is success; 408, 425, 429, 5xx and connection failures are retried
+* 2xx is success; 408, 425, 429, 500, 502, 503, 504 and connection failures are retried
   with exponential backoff (``Retry-After`` honoured up to the cap); other
   answers are final. Each model gets a :class:`PushResult` saying what the
   catalog answered and after how many attempts.

@@ -150,7 +150,12 @@ class KafkaTarget:
         from processors.kafka_io import ensure_topics
 
         s = self.settings
-        await ensure_topics(self.bootstrap, [s.topic, s.dlq_topic], partitions=s.partitions)
+        await ensure_topics(
+            self.bootstrap,
+            [s.topic, s.dlq_topic],
+            partitions=s.partitions,
+            replication_factor=s.replication_factor,
+        )
 
     async def send(self, batch: Sequence[Event]) -> None:
         self._buffer.extend(batch)

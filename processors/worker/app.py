@@ -80,7 +80,7 @@ def create_app(
         store="rocksdb://",  # driven by rocksdict (faust-streaming[rocksdict])
         datadir=str(datadir),
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication_factor,
         table_standby_replicas=0,
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",

@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
         """HTTP ingest: POST /v1/events (JSON array or NDJSON) to Kafka, with a disk spool.
 
         Needs TELEMETRY_KAFKA. Tokens: TELEMETRY_INGEST_TOKENS, comma-separated sha256
-        hex digests of the gateways' bearer tokens (printf %s TOKEN | sha256sum).
+        hex digests of the gateways' bearer tokens (printf %s TOKEN | sha256sum | cut -d' ' -f1).
         """
         settings = settings_from(ctx)
         if not settings.kafka:
@@ -73,6 +73,8 @@ def register(app: typer.Typer) -> None:
                 max_decompressed=max_decompressed,
                 spool_max_bytes=spool_max_bytes,
                 max_backlog=max_backlog,
+                partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
             )
             config.validate()
         except ConfigError as exc:

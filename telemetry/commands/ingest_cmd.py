@@ -46,7 +46,10 @@ def _to_kafka(settings: Settings, stream: BinaryIO, source: str) -> tuple[int, i
     async def run() -> None:
         nonlocal accepted, rejected
         await ensure_topics(
-            bootstrap, [settings.topic, settings.dlq_topic], partitions=settings.partitions
+            bootstrap,
+            [settings.topic, settings.dlq_topic],
+            partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
         )
         batch: list[tuple[int, bytes]] = []
 

@@ -20,7 +20,11 @@ def register(app: typer.Typer) -> None:
         host: Annotated[str, typer.Option(help="address for HTTP ingest")] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="port for HTTP ingest (0: any free port)")] = 8080,
         refresh_every: Annotated[
-            float, typer.Option(help="seconds between stats refreshes [TELEMETRY_STATS_INTERVAL_S]")
+            float,
+            typer.Option(
+                help="seconds between stats refreshes [default: TELEMETRY_STATS_INTERVAL_S, 30]",
+                show_default=False,
+            ),
         ] = 0,
         export_every: Annotated[
             float, typer.Option(help="seconds between catalog exports (0: no exports)")

@@ -50,6 +50,7 @@ def register(app: typer.Typer) -> None:
                 bootstrap,
                 [settings.topic, settings.dlq_topic, settings.stats_topic, settings.hourly_topic],
                 partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
             )
         )
         if sink:
