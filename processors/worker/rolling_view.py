@@ -32,7 +32,7 @@ __all__ = ["MAX_HOURLY_PER_PUBLICATION", "Publication", "RollingView"]
 #: and publishing 100k+ rows in one go stalls the agent and balloons memory.
 MAX_HOURLY_PER_PUBLICATION = 2_000
 #: Decoded buckets kept between publications (bounded: a catch-up touches them all).
-_FRESH_MAX = 20_000
+_FRESH_MAX = 4_000
 
 Loader = Callable[[BucketKey], HourBucket | None]
 
