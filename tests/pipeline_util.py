@@ -238,3 +238,30 @@ class SinkThread:
         if self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(60)
+
+
+def published_counts(ch: Any) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """(requests, errors, traffic_tokens) per (model, provider) from model_stats_7d."""
+    rows = ch.query(
+        "SELECT model, provider, requests, errors, traffic_tokens FROM telemetry.model_stats_7d"
+    )
+    return {(r[0], r[1]): (r[2], r[3], r[4]) for r in rows}
+
+
+def wanted_counts(unique: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[int, int, int]]:
+    exp = expected_counts(unique)
+    return {k: (exp.requests[k], exp.errors.get(k, 0), exp.tokens[k]) for k in exp.requests}
+
+
+def wait_exact(ch: Any, want: dict[tuple[str, str], tuple[int, int, int]], *, what: str) -> None:
+    """Wait for model_stats_7d to equal ``want``; on timeout, say which keys differ."""
+    try:
+        wait_for(lambda: published_counts(ch) == want, timeout=300, what=what)
+    except AssertionError as exc:
+        got = published_counts(ch)
+        bad = [
+            (k, got.get(k), want.get(k))
+            for k in sorted(set(got) | set(want))
+            if got.get(k) != want.get(k)
+        ]
+        raise AssertionError(f"{exc}; {len(bad)} keys differ, e.g. {bad[:3]}") from None

@@ -12,22 +12,16 @@ import pytest
 from pipeline_util import (
     SinkThread,
     WorkerProcess,
-    expected_counts,
     settings_env,
     settings_for,
     synthetic_events,
+    wait_exact,
     wait_for,
+    wanted_counts,
     with_duplicates,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def _stats(ch: Any) -> dict[tuple[str, str], tuple[int, int, int]]:
-    rows = ch.query(
-        "SELECT model, provider, requests, errors, traffic_tokens FROM telemetry.model_stats_7d"
-    )
-    return {(r[0], r[1]): (r[2], r[3], r[4]) for r in rows}
 
 
 def test_ingest_worker_sink_end_to_end(
@@ -68,13 +62,7 @@ def test_ingest_worker_sink_end_to_end(
                 timeout=60,
                 what="the three dead letters in telemetry.rejected",
             )
-            exp = expected_counts(unique)
-            want = {k: (exp.requests[k], exp.errors.get(k, 0), exp.tokens[k]) for k in exp.requests}
-            wait_for(
-                lambda: _stats(clickhouse) == want,
-                timeout=120,
-                what="model_stats_7d to equal the exact counts",
-            )
+            wait_exact(clickhouse, wanted_counts(unique), what="model_stats_7d exact counts")
             assert sink.error is None
     finally:
         worker.stop()

@@ -19,29 +19,18 @@ from pipeline_util import (
     SinkThread,
     WorkerProcess,
     as_events,
-    expected_counts,
     settings_env,
     settings_for,
     synthetic_events,
+    wait_exact,
     wait_for,
+    wanted_counts,
     with_duplicates,
 )
 
 from processors.kafka_io import ensure_topics, produce_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _stats(ch: Any) -> dict[tuple[str, str], tuple[int, int, int]]:
-    rows = ch.query(
-        "SELECT model, provider, requests, errors, traffic_tokens FROM telemetry.model_stats_7d"
-    )
-    return {(r[0], r[1]): (r[2], r[3], r[4]) for r in rows}
-
-
-def _want(unique: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[int, int, int]]:
-    exp = expected_counts(unique)
-    return {k: (exp.requests[k], exp.errors.get(k, 0), exp.tokens[k]) for k in exp.requests}
 
 
 def _produce(bootstrap: str, settings: Any, docs: list[dict[str, Any]]) -> None:
@@ -54,12 +43,6 @@ def _produce(bootstrap: str, settings: Any, docs: list[dict[str, Any]]) -> None:
         await produce_events(bootstrap, settings.topic, as_events(docs))
 
     asyncio.run(go())
-
-
-def _diff(got: dict[Any, Any], want: dict[Any, Any]) -> str:
-    keys = sorted(set(got) | set(want))
-    bad = [(k, got.get(k), want.get(k)) for k in keys if got.get(k) != want.get(k)]
-    return f"{len(bad)} keys differ, e.g. {bad[:3]}"
 
 
 def test_sigkill_three_times_totals_exact(
@@ -88,15 +71,8 @@ def test_sigkill_three_times_totals_exact(
             if round_ == 0:
                 _produce(kafka_bootstrap, settings, stream[len(stream) // 2 :])
         worker.start()
-        want = _want(unique)
         try:
-            wait_for(
-                lambda: _stats(clickhouse) == want,
-                timeout=300,
-                what="model_stats_7d to equal the exact counts after 3 SIGKILLs",
-            )
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; {_diff(_stats(clickhouse), want)}") from None
+            wait_exact(clickhouse, wanted_counts(unique), what="exact counts after 3 SIGKILLs")
         finally:
             worker.stop()
         assert sink.error is None
@@ -132,15 +108,7 @@ def test_second_worker_joins_and_leaves_totals_exact(
             )
             two.stop()  # leaves: its partitions go back to worker one
             _produce(kafka_bootstrap, settings, stream[2 * third :])
-            want = _want(unique)
-            try:
-                wait_for(
-                    lambda: _stats(clickhouse) == want,
-                    timeout=300,
-                    what="model_stats_7d to equal the exact counts after the rebalances",
-                )
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}; {_diff(_stats(clickhouse), want)}") from None
+            wait_exact(clickhouse, wanted_counts(unique), what="exact counts after rebalances")
         finally:
             one.stop()
             two.stop()
