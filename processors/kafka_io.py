@@ -13,7 +13,7 @@ from schemas.codec import encode_event
 from schemas.errors import OperationalError
 from schemas.event import RequestEvent
 
-__all__ = ["dlq_record", "ensure_topics", "produce_events", "unreachable"]
+__all__ = ["EventProducer", "dlq_record", "ensure_topics", "produce_events", "unreachable"]
 
 
 def unreachable(bootstrap: str, exc: BaseException) -> OperationalError:
@@ -66,34 +66,57 @@ async def ensure_topics(
         await admin.close()
 
 
-async def produce_events(
-    bootstrap: str,
-    topic: str,
-    events: Iterable[RequestEvent],
-    *,
-    dlq_topic: str | None = None,
-    rejects: Iterable[bytes] = (),
-) -> int:
-    """Send events keyed by model (acks=all, idempotent) and wait for every ack."""
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.errors import KafkaConnectionError
+class EventProducer:
+    """One producer session (acks=all, idempotent) for many batches.
 
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=20,
-        max_batch_size=256 * 1024,
-        compression_type="lz4",
-        request_timeout_ms=30_000,
-    )
-    try:
-        await producer.start()
-    except KafkaConnectionError as exc:
-        await producer.stop()
-        raise unreachable(bootstrap, exc) from None
-    sent = 0
-    try:
+    Starting a producer costs a metadata round trip and a new idempotent
+    producer id, so callers that send batch after batch keep one open.
+    """
+
+    def __init__(self, bootstrap: str) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        self.bootstrap = bootstrap
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=20,
+            max_batch_size=256 * 1024,
+            compression_type="lz4",
+            request_timeout_ms=30_000,
+        )
+
+    async def start(self) -> None:
+        from aiokafka.errors import KafkaConnectionError
+
+        try:
+            await self._producer.start()
+        except KafkaConnectionError as exc:
+            await self._producer.stop()
+            raise unreachable(self.bootstrap, exc) from None
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def __aenter__(self) -> EventProducer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def send(
+        self,
+        topic: str,
+        events: Iterable[RequestEvent],
+        *,
+        dlq_topic: str | None = None,
+        rejects: Iterable[bytes] = (),
+    ) -> int:
+        """Send events keyed by model (and rejects to ``dlq_topic``); wait for every ack."""
+        producer = self._producer
+        sent = 0
         futures = []
         for e in events:
             futures.append(await producer.send(topic, encode_event(e), key=e.model.encode()))
@@ -105,6 +128,17 @@ async def produce_events(
             for raw in rejects:
                 futures.append(await producer.send(dlq_topic, raw))
         await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-    return sent
+        return sent
+
+
+async def produce_events(
+    bootstrap: str,
+    topic: str,
+    events: Iterable[RequestEvent],
+    *,
+    dlq_topic: str | None = None,
+    rejects: Iterable[bytes] = (),
+) -> int:
+    """One-shot: open a producer, send, wait for every ack, close."""
+    async with EventProducer(bootstrap) as producer:
+        return await producer.send(topic, events, dlq_topic=dlq_topic, rejects=rejects)

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from processors.kafka_io import EventProducer, ensure_topics
 from schemas.errors import ConfigError, OperationalError
 from schemas.settings import Settings
 
@@ -39,7 +40,7 @@ Event = dict[str, Any]
 
 #: Events per POST to the HTTP ingest service.
 HTTP_BATCH = 1_000
-#: Events per call to ``produce_events`` (one producer session each).
+#: Events per send on the target's one producer session.
 KAFKA_BATCH = 20_000
 #: The bearer token the simulator presents to the HTTP ingest (the service keeps digests).
 INGEST_TOKEN_ENV = "TELEMETRY_INGEST_TOKEN"
@@ -130,7 +131,7 @@ class FileTarget:
 
 
 class KafkaTarget:
-    """The events topic (``TELEMETRY_KAFKA``, ``TELEMETRY_TOPIC``) via ``produce_events``.
+    """The events topic (``TELEMETRY_KAFKA``, ``TELEMETRY_TOPIC``), one producer session.
 
     Events are validated into ``RequestEvent`` on the way (the producer's input
     type), so a generator bug would fail loudly here rather than in a worker.
@@ -145,10 +146,9 @@ class KafkaTarget:
         self.description = f"{settings.topic} at {settings.kafka}"
         self._buffer: list[Event] = []
         self._report = TargetReport(self.description)
+        self._producer: EventProducer | None = None
 
     async def start(self) -> None:
-        from processors.kafka_io import ensure_topics
-
         s = self.settings
         await ensure_topics(
             self.bootstrap,
@@ -156,6 +156,8 @@ class KafkaTarget:
             partitions=s.partitions,
             replication_factor=s.replication_factor,
         )
+        self._producer = EventProducer(self.bootstrap)
+        await self._producer.start()
 
     async def send(self, batch: Sequence[Event]) -> None:
         self._buffer.extend(batch)
@@ -163,17 +165,22 @@ class KafkaTarget:
             await self.flush()
 
     async def flush(self) -> None:
-        from processors.kafka_io import produce_events
         from schemas.codec import validate_event
 
         while self._buffer:
             chunk = self._buffer[: self.batch]
             del self._buffer[: self.batch]
             events = [validate_event(e) for e in chunk]
-            self._report.sent += await produce_events(self.bootstrap, self.settings.topic, events)
+            assert self._producer is not None, "send() before start()"
+            self._report.sent += await self._producer.send(self.settings.topic, events)
 
     async def close(self) -> TargetReport:
-        await self.flush()
+        try:
+            await self.flush()
+        finally:
+            if self._producer is not None:
+                await self._producer.stop()
+                self._producer = None
         return self._report
 
 

@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from processors.embedded.ingest import DEFAULT_BATCH, ingest_lines, validate_lines
-from processors.kafka_io import dlq_record, ensure_topics, produce_events
+from processors.kafka_io import EventProducer, dlq_record, ensure_topics
 from processors.store import open_store
 from schemas.codec import iter_ndjson
 from schemas.settings import Settings
@@ -53,7 +53,7 @@ def _to_kafka(settings: Settings, stream: BinaryIO, source: str) -> tuple[int, i
         )
         batch: list[tuple[int, bytes]] = []
 
-        async def flush() -> None:
+        async def flush(producer: EventProducer) -> None:
             nonlocal accepted, rejected
             good, bad, lines = validate_lines(batch, source=source)
             dlq = [
@@ -62,19 +62,18 @@ def _to_kafka(settings: Settings, stream: BinaryIO, source: str) -> tuple[int, i
                 )
                 for r in bad
             ]
-            await produce_events(
-                bootstrap, settings.topic, good, dlq_topic=settings.dlq_topic, rejects=dlq
-            )
+            await producer.send(settings.topic, good, dlq_topic=settings.dlq_topic, rejects=dlq)
             accepted += len(good)
             rejected += len(bad)
             samples.extend((n, r.reason) for n, r in zip(lines, bad, strict=True))
             batch.clear()
 
-        for numbered in iter_ndjson(_chunks(stream, None, None)):
-            batch.append(numbered)
-            if len(batch) >= DEFAULT_BATCH:
-                await flush()
-        await flush()
+        async with EventProducer(bootstrap) as producer:
+            for numbered in iter_ndjson(_chunks(stream, None, None)):
+                batch.append(numbered)
+                if len(batch) >= DEFAULT_BATCH:
+                    await flush(producer)
+            await flush(producer)
 
     asyncio.run(run())
     return accepted, rejected, samples[:20]
