@@ -24,7 +24,8 @@ from collector.emitter import TelemetryEmitter
 from collector.handoff import EmitterHandoff
 from collector.http.app import DEFAULT_MAX_BODY, DEFAULT_MAX_DECOMPRESSED, IngestLimits, create_app
 from collector.spool import DEFAULT_MAX_BYTES
-from schemas.errors import ConfigError
+from collector.topics import ensure_topics
+from schemas.errors import ConfigError, OperationalError
 from schemas.settings import DEFAULT_TOPIC, DLQ_TOPIC
 
 __all__ = ["ServiceConfig", "serve"]
@@ -127,40 +128,15 @@ async def serve(
 
 
 async def _create_topics(config: ServiceConfig) -> None:
-    """Create the events and dead-letter topics with the configured partitions.
+    """Best effort: an unreachable broker is fine here (events are spooled until it answers)."""
+    from aiokafka.errors import KafkaError
 
-    Otherwise the first produce would let the broker auto-create them with its
-    own default count, which the workers' tables would not match. Best effort:
-    an unreachable broker is fine here (events are spooled until it answers).
-    """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=config.bootstrap_servers, request_timeout_ms=5_000
-    )
     try:
-        await admin.start()
-    except KafkaError:
-        await admin.close()
-        log.warning("Kafka unreachable at start-up: topics not checked, events will be spooled")
-        return
-    try:
-        existing = set(await admin.list_topics())
-        missing = [t for t in (config.topic, config.dlq_topic) if t not in existing]
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(
-                    [
-                        NewTopic(
-                            t,
-                            num_partitions=config.partitions,
-                            replication_factor=config.replication_factor,
-                        )
-                        for t in missing
-                    ]
-                )
-    except KafkaError as exc:
-        log.warning("could not create topics %s: %s", [config.topic, config.dlq_topic], exc)
-    finally:
-        await admin.close()
+        await ensure_topics(
+            config.bootstrap_servers,
+            [config.topic, config.dlq_topic],
+            partitions=config.partitions,
+            replication_factor=config.replication_factor,
+        )
+    except (OperationalError, KafkaError) as exc:
+        log.warning("topics not checked at start-up (events are spooled meanwhile): %s", exc)

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import orjson
 
+from collector.topics import ensure_topics, unreachable
 from schemas.codec import encode_event
-from schemas.errors import OperationalError
 from schemas.event import RequestEvent
 
 __all__ = ["EventProducer", "dlq_record", "ensure_topics", "produce_events", "unreachable"]
-
-
-def unreachable(bootstrap: str, exc: BaseException) -> OperationalError:
-    return OperationalError(
-        f"cannot reach Kafka at {bootstrap}: check TELEMETRY_KAFKA and that the broker is up "
-        f"({type(exc).__name__})"
-    )
 
 
 def dlq_record(*, source: str, location: str, field: str, reason: str, raw: bytes) -> bytes:
@@ -35,35 +27,6 @@ def dlq_record(*, source: str, location: str, field: str, reason: str, raw: byte
             "raw": raw[: 16 * 1024].decode("utf-8", "replace"),
         }
     )
-
-
-async def ensure_topics(
-    bootstrap: str, topics: Sequence[str], *, partitions: int, replication_factor: int = 1
-) -> None:
-    """Create the topics if missing (idempotent), so keys spread over ``partitions``."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    try:
-        await admin.start()
-    except KafkaConnectionError as exc:
-        raise unreachable(bootstrap, exc) from None
-    try:
-        existing = set(await admin.list_topics())
-        missing = [t for t in topics if t not in existing]
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(
-                    [
-                        NewTopic(
-                            t, num_partitions=partitions, replication_factor=replication_factor
-                        )
-                        for t in missing
-                    ]
-                )
-    finally:
-        await admin.close()
 
 
 class EventProducer:

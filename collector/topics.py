@@ -1,0 +1,52 @@
+"""Topics of the pipeline: created with the configured partitions before anyone produces.
+
+Otherwise the first produce would let the broker auto-create a topic with its
+own default partition count, which the workers' tables would not match. The
+collector, `telemetry ingest`, `simulate` and the workers all call this.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+from schemas.errors import OperationalError
+
+__all__ = ["ensure_topics", "unreachable"]
+
+
+def unreachable(bootstrap: str, exc: BaseException) -> OperationalError:
+    return OperationalError(
+        f"cannot reach Kafka at {bootstrap}: check TELEMETRY_KAFKA and that the broker is up "
+        f"({type(exc).__name__})"
+    )
+
+
+async def ensure_topics(
+    bootstrap: str, topics: Sequence[str], *, partitions: int, replication_factor: int = 1
+) -> None:
+    """Create the topics if missing (idempotent), so keys spread over ``partitions``."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        await admin.start()
+    except KafkaConnectionError as exc:
+        await admin.close()
+        raise unreachable(bootstrap, exc) from None
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            t, num_partitions=partitions, replication_factor=replication_factor
+                        )
+                        for t in missing
+                    ]
+                )
+    finally:
+        await admin.close()
