@@ -4,7 +4,7 @@
                               [--probes-per-s 2] [--bootstrap HOST:PORT]
 
 Without ``--bootstrap`` (or ``TELEMETRY_KAFKA``) it starts its own broker with
-``deploy/local-kafka`` on port 19692 and stops (and wipes) it at the end.
+``deploy/local-kafka`` on port 19496 (BENCH_KAFKA_PORT) and stops (and wipes) it at the end.
 
 For each stats interval: fresh topics, one ``telemetry worker --interval S``
 subprocess and the Kafka-to-ClickHouse sink in-process (``SinkThread``, a
@@ -24,9 +24,7 @@ import argparse
 import asyncio
 import os
 import random
-import shutil
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -37,12 +35,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kafka_broker import LocalKafka
+from _common import broker, scratch
 from pipeline_util import SinkThread, WorkerProcess, settings_env, settings_for
 
 from processors.kafka_io import ensure_topics
 
-OWN_BROKER_PORT = 19692
 PARTITIONS = 4
 POLL_S = 0.15
 VENDORS = ("openai", "anthropic", "google", "meta", "mistral", "qwen")
@@ -278,15 +275,8 @@ def main() -> None:
     args = ap.parse_args()
     intervals = [float(x) for x in args.intervals.split(",") if x.strip()]
 
-    broker = None
-    bootstrap = args.bootstrap
-    if not bootstrap:
-        broker = LocalKafka(OWN_BROKER_PORT)
-        print(f"starting a broker on port {OWN_BROKER_PORT} ...", flush=True)
-        bootstrap = broker.start()
-    work = Path(tempfile.mkdtemp(prefix="bench-freshness-"))
     results = []
-    try:
+    with broker(args.bootstrap) as bootstrap, scratch("bench-freshness-", keep=args.keep) as work:
         from processors.clickhouse import connect
         from processors.migrate import migrate
 
@@ -296,13 +286,6 @@ def main() -> None:
         for interval in intervals:
             print(f"interval {interval:g}s: {args.duration:g}s of traffic ...", flush=True)
             results.append(run_interval(bootstrap, dsn, ch, work, interval, args))
-    finally:
-        if broker is not None:
-            broker.stop(wipe=True)
-        if args.keep:
-            print(f"work dir kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
     print()
     print("== bench/freshness.py ==")

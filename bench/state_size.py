@@ -4,7 +4,7 @@
                                [--interval 30] [--bootstrap HOST:PORT]
 
 Without ``--bootstrap`` (or ``TELEMETRY_KAFKA``) it starts its own broker with
-``deploy/local-kafka`` on port 19692 and stops (and wipes) it at the end.
+``deploy/local-kafka`` on port 19496 (BENCH_KAFKA_PORT) and stops (and wipes) it at the end.
 
 Feeds ``per-hour`` events into every hour of the 168-hour window for every
 (model, provider) key (default 250 models x 4 providers x 168 h x 2 = 336,000
@@ -27,9 +27,7 @@ import contextlib
 import os
 import random
 import re
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -40,22 +38,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import orjson
 import psutil
-from kafka_broker import LocalKafka
+from _common import broker, compact, scratch
 from pipeline_util import WorkerProcess, settings_env, settings_for
 
 from processors.aggregate import hour_of, hour_start
 from processors.kafka_io import ensure_topics
 
-OWN_BROKER_PORT = 19692
 PARTITIONS = 4
 PROVIDERS = ["openai", "azure", "together", "fireworks", "bedrock", "vertex", "deepinfra"]
 ERRORS = ["provider_error", "timeout", "rate_limited", "client_error", "gateway_error", "cancelled"]
-
-
-def compact(raw: bytes) -> bytes:
-    """An exact-size copy: orjson's result keeps a 4 KiB allocation (measured, orjson 3.13),
-    which adds up to gigabytes when hundreds of thousands of encoded events are held."""
-    return memoryview(raw).tobytes()
 
 
 def make_values(
@@ -212,22 +203,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the work dir (state, log)")
     args = ap.parse_args()
 
-    broker = None
-    bootstrap = args.bootstrap
-    if not bootstrap:
-        broker = LocalKafka(OWN_BROKER_PORT)
-        print(f"starting a broker on port {OWN_BROKER_PORT} ...", flush=True)
-        bootstrap = broker.start()
-    work = Path(tempfile.mkdtemp(prefix="bench-state-"))
-    try:
+    with broker(args.bootstrap) as bootstrap, scratch("bench-state-", keep=args.keep) as work:
         figures = run(args, bootstrap, work)
-    finally:
-        if broker is not None:
-            broker.stop(wipe=True)
-        if args.keep:
-            print(f"work dir kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
     print()
     for line in figures:
         print(line)

@@ -4,7 +4,7 @@
                                       [--profile {py-spy,none}] [--keep]
 
 Without ``--bootstrap`` (or ``TELEMETRY_KAFKA``) it starts its own broker with
-``deploy/local-kafka`` on port 19692 and stops (and wipes) it at the end.
+``deploy/local-kafka`` on port 19496 (BENCH_KAFKA_PORT) and stops (and wipes) it at the end.
 
 1. Pre-produces N events (12 models x 3 providers, timestamps over the last 6
    days, keyed by model) to a fresh 4-partition topic.
@@ -32,7 +32,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 import zlib
@@ -46,14 +45,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import orjson
 import psutil
-from kafka_broker import LocalKafka
+from _common import broker, compact, scratch
 from pipeline_util import WorkerProcess, settings_env, settings_for
 
 from processors.kafka_io import ensure_topics
 from schemas.codec import decode_event
 
 ROOT = Path(__file__).resolve().parents[1]
-OWN_BROKER_PORT = 19692
 PARTITIONS = 4
 
 VENDORS = ["openai", "anthropic", "google", "meta-llama", "mistral", "qwen"]
@@ -63,12 +61,6 @@ ERRORS = ["provider_error", "timeout", "rate_limited", "client_error", "gateway_
 
 
 # --------------------------------------------------------------------------- traffic
-
-
-def compact(raw: bytes) -> bytes:
-    """An exact-size copy: orjson's result keeps a 4 KiB allocation (measured, orjson 3.13),
-    which adds up to gigabytes when hundreds of thousands of encoded events are held."""
-    return memoryview(raw).tobytes()
 
 
 def make_docs(
@@ -558,22 +550,8 @@ def main() -> None:
             f"unknown --what-if {', '.join(sorted(unknown))}; choose from {', '.join(WHAT_IFS)}"
         )
 
-    broker = None
-    bootstrap = args.bootstrap
-    if not bootstrap:
-        broker = LocalKafka(OWN_BROKER_PORT)
-        print(f"starting a broker on port {OWN_BROKER_PORT} ...", flush=True)
-        bootstrap = broker.start()
-    work = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
-    try:
+    with broker(args.bootstrap) as bootstrap, scratch("bench-throughput-", keep=args.keep) as work:
         figures = run(args, bootstrap, work)
-    finally:
-        if broker is not None:
-            broker.stop(wipe=True)
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"work dir kept: {work}")
     print()
     for line in figures:
         print(line)
