@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -115,36 +116,19 @@ def test_traffic(tokens: int | None, expected: str) -> None:
     assert display.traffic(tokens) == expected
 
 
-def _row(**kw: object) -> dict[str, object]:
+def test_stats_table_rows(make_row: Any) -> None:
     as_of = datetime(2025, 5, 1, 12, tzinfo=UTC)
-    row: dict[str, object] = {
-        "model": "openai/gpt-4.1-mini",
-        "provider": "",
-        "as_of": as_of,
-        "window_start": as_of,
-        "requests": 3000,
-        "input_tokens": 200_000,
-        "output_tokens": 488_812,
-        "traffic_tokens": 688_812,
-        "errors": 87,
-        "error_denominator": 3000,
-        "error_rate": 0.029,
-        "ttft_samples": 2900,
-        "ttft_p50_ms": 2297.0,
-        "ttft_p95_ms": 10900.0,
-        "ttft_p99_ms": 15000.0,
-        "output_tps_samples": 2800,
-        "output_tps_p50": 175.2,
-    }
-    row.update(kw)
-    return row
-
-
-def test_stats_table_rows() -> None:
     rows = [
-        _row(provider="openai"),
-        _row(),
-        _row(model="a/b", requests=5, ttft_samples=5, error_denominator=5, output_tps_samples=5),
+        make_row(provider="openai", as_of=as_of),
+        make_row(as_of=as_of),
+        make_row(
+            model="a/b",
+            as_of=as_of,
+            requests=5,
+            ttft_samples=5,
+            error_denominator=5,
+            output_tps_samples=5,
+        ),
     ]
     table = stats_table_rows(rows)
     assert [len(r) for r in table] == [len(STATS_TABLE_COLUMNS)] * 3
