@@ -73,32 +73,26 @@ class ClickHouse:
         except Exception as exc:
             raise _wrap(exc, sql) from exc
 
-    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    def query_typed(
+        self, sql: str, parameters: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[str], list[tuple[Any, ...]]]:
+        """Column names, ClickHouse type names and rows (read in full, errors wrapped)."""
         try:
-            return list(self._client.query(sql, parameters=parameters).result_rows)
+            result = self._client.query(sql, parameters=parameters)
+            rows = list(result.result_rows)
         except Exception as exc:
             raise _wrap(exc, sql) from exc
+        return list(result.column_names), [t.name for t in result.column_types], rows
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return self.query_typed(sql, parameters)[2]
 
     def query_table(
         self, sql: str, parameters: dict[str, Any] | None = None
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Column names and rows, for printing."""
-        try:
-            result = self._client.query(sql, parameters=parameters)
-        except Exception as exc:
-            raise _wrap(exc, sql) from exc
-        return list(result.column_names), list(result.result_rows)
-
-    def query_typed(
-        self, sql: str, parameters: dict[str, Any] | None = None
-    ) -> tuple[list[str], list[str], list[tuple[Any, ...]]]:
-        """Column names, ClickHouse type names and rows."""
-        try:
-            result = self._client.query(sql, parameters=parameters)
-        except Exception as exc:
-            raise _wrap(exc, sql) from exc
-        types = [t.name for t in result.column_types]
-        return list(result.column_names), types, list(result.result_rows)
+        names, _, rows = self.query_typed(sql, parameters)
+        return names, rows
 
     def query_dicts(
         self, sql: str, parameters: dict[str, Any] | None = None

@@ -20,7 +20,6 @@ __all__ = [
     "MAX_EVENT_BYTES",
     "decode_event",
     "encode_event",
-    "event_to_dict",
     "iter_ndjson",
     "validate_event",
 ]
@@ -71,10 +70,6 @@ def decode_event(
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent("$", f"malformed JSON ({exc.msg} at char {exc.pos})") from None
     return validate_event(data, now=now)
-
-
-def event_to_dict(event: RequestEvent) -> dict[str, Any]:
-    return event.model_dump()
 
 
 def encode_event(event: RequestEvent) -> bytes:

@@ -11,11 +11,21 @@ from dataclasses import astuple, dataclass, fields
 from datetime import datetime
 from typing import Any
 
-__all__ = ["HOURLY_COLUMNS", "STATS_COLUMNS", "HourlyRow", "StatsRow"]
+import orjson
+
+__all__ = [
+    "HOURLY_COLUMNS",
+    "STATS_COLUMNS",
+    "Figures",
+    "HourlyRow",
+    "StatsRow",
+    "decode_row",
+    "encode_row",
+]
 
 
 @dataclass(frozen=True, slots=True)
-class _Figures:
+class Figures:
     requests: int
     input_tokens: int
     output_tokens: int
@@ -39,7 +49,7 @@ class StatsRow:
     provider: str
     as_of: datetime
     window_start: datetime
-    figures: _Figures
+    figures: Figures
 
     def as_tuple(self) -> tuple[Any, ...]:
         return (self.model, self.provider, self.as_of, self.window_start, *astuple(self.figures))
@@ -56,7 +66,7 @@ class HourlyRow:
     provider: str
     hour: datetime
     as_of: datetime
-    figures: _Figures
+    figures: Figures
 
     def as_tuple(self) -> tuple[Any, ...]:
         return (self.model, self.provider, self.hour, self.as_of, *astuple(self.figures))
@@ -65,24 +75,18 @@ class HourlyRow:
         return dict(zip(HOURLY_COLUMNS, self.as_tuple(), strict=True))
 
 
-Figures = _Figures
-_FIGURE_COLUMNS = tuple(f.name for f in fields(_Figures))
+_FIGURE_COLUMNS = tuple(f.name for f in fields(Figures))
 STATS_COLUMNS: tuple[str, ...] = ("model", "provider", "as_of", "window_start", *_FIGURE_COLUMNS)
 HOURLY_COLUMNS: tuple[str, ...] = ("model", "provider", "hour", "as_of", *_FIGURE_COLUMNS)
-__all__ += ["Figures"]
 
 
 def encode_row(row: StatsRow | HourlyRow) -> bytes:
     """A published row as JSON for the stats topics (times as RFC 3339 UTC)."""
-    import orjson
-
     return orjson.dumps(row.as_dict(), option=orjson.OPT_UTC_Z)
 
 
 def decode_row(raw: bytes, columns: tuple[str, ...]) -> tuple[Any, ...]:
     """JSON from a stats topic back to a tuple in ``columns`` order, times parsed."""
-    import orjson
-
     doc = orjson.loads(raw)
     out = []
     for name in columns:
@@ -91,6 +95,3 @@ def decode_row(raw: bytes, columns: tuple[str, ...]) -> tuple[Any, ...]:
             value = datetime.fromisoformat(value)
         out.append(value)
     return tuple(out)
-
-
-__all__ += ["decode_row", "encode_row"]

@@ -143,7 +143,3 @@ class QuantileSketch:
 
     def __hash__(self) -> int:  # mutable: identity hash like any mutable object
         return id(self)
-
-
-def encoded_size(sketch: QuantileSketch) -> int:
-    return len(sketch.to_bytes())

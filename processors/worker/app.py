@@ -96,7 +96,6 @@ def create_app(
         broker_heartbeat_interval=max(1.0, settings.worker_session_timeout_s / 4),
     )
     counters = WorkerCounters()
-    app.telemetry_counters = counters  # type: ignore[attr-defined]
 
     events = app.topic(
         settings.topic,
