@@ -13,6 +13,7 @@ from rich.table import Table
 from processors.clickhouse import ClickHouse
 from processors.embedded.refresh import refresh
 from processors.export.display import STATS_TABLE_COLUMNS, stats_table_rows
+from processors.export.document import iso
 from telemetry.context import console, settings_from
 from telemetry.embedded.control import open_reader
 
@@ -42,7 +43,7 @@ def register(app: typer.Typer) -> None:
             for r in rows:
                 for k, v in r.items():
                     if isinstance(v, datetime):
-                        r[k] = v.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"  # stored in UTC
+                        r[k] = iso(v)
             sys.stdout.write(orjson.dumps(rows).decode() + "\n")
             return
         table = Table(*STATS_TABLE_COLUMNS, title="rolling 7 days")
