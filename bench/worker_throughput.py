@@ -196,10 +196,10 @@ def fold_core(values: list[bytes], partitions: list[int]) -> float:
     """decode_event + fold_partition with dicts as stores: our code alone, no Kafka, no Faust."""
     from collections import defaultdict
 
-    from processors.worker.fold import Message, fold_partition
+    from processors.worker.fold import DictBuckets, DictSeen, Message, fold_partition
 
-    buckets: dict[bytes, bytes] = {}
-    seen: dict[bytes, bytes] = {}
+    buckets = DictBuckets()
+    seen = DictSeen()
     offsets: dict[int, int] = defaultdict(int)
     now = datetime.now(UTC)
     t0 = time.perf_counter()
