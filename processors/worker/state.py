@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import faust
@@ -44,7 +44,14 @@ from processors.worker.records import (
     id_key,
 )
 
-__all__ = ["BUCKET_CACHE_MAX", "CachedBuckets", "FaustSeen", "SeenTable"]
+__all__ = [
+    "BUCKET_CACHE_MAX",
+    "CachedBuckets",
+    "FaustSeen",
+    "SeenTable",
+    "apply_index_plan",
+    "index_plans",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,10 @@ log = logging.getLogger(__name__)
 #: bucket per (model, provider); a week-long catch-up touches thousands.
 BUCKET_CACHE_MAX = 8_192
 _FAUST_KEYS = b"__faust"  # Faust keeps its persisted offset in the same database
+
+
+#: (put?, SeenRecord bytes): put the entry, or delete it if it still holds these bytes.
+_Plan = tuple[bool, bytes]
 
 
 def _dbs(table: Any) -> dict[int, Any]:
@@ -68,36 +79,43 @@ class SeenTable(faust.Table):
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
         events = list(batch)
-        # Per partition, in changelog order: what each index entry should become.
-        plans: dict[int, dict[bytes, _Plan]] = {}
-        blocks: dict[tuple[int, bytes], bytes | None] = {}  # this batch's latest
-        for ev in events:
-            msg = ev.message
-            key = msg.key
-            if not key or not key.startswith(BLOCK_PREFIX):
-                continue
-            plan = plans.setdefault(msg.partition, {})
-            if msg.value is not None:
-                for k, v in SeenBlock.from_bytes(key, msg.value).entries():
-                    plan[k] = (True, v)
-            else:
-                bk = (msg.partition, key)
-                old = blocks[bk] if bk in blocks else _db(self, msg.partition).get(key)
-                if old is not None:
-                    for k, v in SeenBlock.from_bytes(key, old).entries():
-                        if plan.get(k, (True, v))[1] == v:  # not re-counted since
-                            plan[k] = (False, v)
-            blocks[(msg.partition, key)] = msg.value
+        plans = index_plans(
+            ((ev.message.partition, ev.message.key, ev.message.value) for ev in events),
+            lambda partition, key: _db(self, partition).get(key),
+        )
         super().apply_changelog_batch(events)
         for partition, plan in plans.items():
-            _apply_plan(_db(self, partition), plan)
+            apply_index_plan(_db(self, partition), plan)
 
 
-#: (put?, SeenRecord bytes): put the entry, or delete it if it still holds these bytes.
-_Plan = tuple[bool, bytes]
+def index_plans(
+    changelog: Iterable[tuple[int, bytes | None, bytes | None]],
+    stored_block: Callable[[int, bytes], bytes | None],
+) -> dict[int, dict[bytes, _Plan]]:
+    """What each index entry should become, per partition, for a run of changelog
+    messages (partition, key, value) in order. ``stored_block`` reads a block as
+    stored before this run (a tombstone needs the ids of what it deletes)."""
+    plans: dict[int, dict[bytes, _Plan]] = {}
+    blocks: dict[tuple[int, bytes], bytes | None] = {}  # this run's latest
+    for partition, key, value in changelog:
+        if not key or not key.startswith(BLOCK_PREFIX):
+            continue
+        plan = plans.setdefault(partition, {})
+        if value is not None:
+            for k, v in SeenBlock.from_bytes(key, value).entries():
+                plan[k] = (True, v)
+        else:
+            bk = (partition, key)
+            old = blocks[bk] if bk in blocks else stored_block(partition, key)
+            if old is not None:
+                for k, v in SeenBlock.from_bytes(key, old).entries():
+                    if plan.get(k, (True, v))[1] == v:  # not counted again since
+                        plan[k] = (False, v)
+        blocks[(partition, key)] = value
+    return plans
 
 
-def _apply_plan(db: Any, plan: Mapping[bytes, _Plan]) -> None:
+def apply_index_plan(db: Any, plan: Mapping[bytes, _Plan]) -> None:
     """Write index entries; never replace a later ``first_seen`` with an earlier one.
 
     (A replayed changelog may hold a block older than an entry already on disk
