@@ -7,8 +7,6 @@ Guarantee: at-least-once delivery with an exactly-once *effect*. Faust's own
   message holds both), so a redelivered message is recognised and skipped;
 * a ``seen`` table remembers for an hour which message first carried each
   ``event_id``, so a duplicate event (gateway retry, spool replay) is dropped;
-  its changelog carries one block per partition per batch, not one message
-  per event (``processors.worker.state``);
 * Faust flushes the changelog producer before committing source offsets, so
   offsets never move past state that is not in the changelog.
 """
@@ -17,16 +15,24 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import faust
+from faust.streams import _current_event  # the store picks its partition from it
 
-from processors.worker.fold import Message, fold_partition
+from processors.aggregate import BucketKey, HourBucket
+from processors.worker.fold import DEDUP_WINDOW_S, Message, fold_partition
+from processors.worker.records import (
+    BucketRecord,
+    SeenRecord,
+    decode_bucket_key,
+    encode_bucket_key,
+)
 from processors.worker.rolling_view import RollingView
-from processors.worker.state import CachedBuckets, FaustSeen, SeenTable
 from schemas.codec import decode_event
 from schemas.errors import InvalidEvent
 from schemas.settings import Settings
@@ -55,7 +61,6 @@ class WorkerCounters:
         self.replayed = 0
         self.outside_window = 0
         self.invalid = 0
-        self.not_owned = 0
         self.published_rows = 0
 
 
@@ -101,45 +106,29 @@ def create_app(
     stats_topic = app.topic(settings.stats_topic, key_serializer="raw", value_serializer="raw")
     hourly_topic = app.topic(settings.hourly_topic, key_serializer="raw", value_serializer="raw")
     buckets = app.Table("buckets", key_type=bytes, value_type=bytes, partitions=settings.partitions)
-    seen_table = app.tables.add(
-        SeenTable(
-            app,
-            name="seen",
-            key_type=bytes,
-            value_type=bytes,
-            partitions=settings.partitions,
-            beacon=app.tables.beacon,
-        )
-    )
-    records = CachedBuckets(buckets)
-    seen = FaustSeen(seen_table)
-    view = RollingView(records.bucket)
+    seen = app.Table("seen", key_type=bytes, value_type=bytes, partitions=settings.partitions)
+
+    def load(key: BucketKey) -> HourBucket | None:
+        raw = buckets.data.get(encode_bucket_key(key))
+        return BucketRecord.from_bytes(raw).bucket if raw is not None else None
+
+    view = RollingView(load)
     assigned: dict[str, Any] = {"tps": None, "hourly_at": 0.0}
 
-    @app.on_partitions_revoked.connect
-    def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        revoked: set[Any] = args[0] if args else kwargs.get("revoked", set())
-        gone = sorted(tp.partition for tp in revoked if tp.topic == settings.topic)
-        for partition in gone:
-            records.forget(partition)
-        if gone:
-            assigned["tps"] = None  # the next publication re-reads what is ours
-            log.info("partitions %s revoked: their cached buckets are forgotten", gone)
+    def reindex() -> None:
+        keys = []
+        for raw_key, _ in buckets.data.items():
+            keys.append(decode_bucket_key(raw_key))
+        view.reset(keys)
 
     @app.agent(events)
     async def fold(stream: Any) -> Any:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             now = datetime.now(UTC)
             now_s = time.time()
-            per_partition: dict[int, list[Message]] = defaultdict(list)
-            owned = app.consumer.assignment()
+            per_partition: dict[int, list[tuple[Any, Message]]] = defaultdict(list)
             for ev in batch:
                 msg = ev.message
-                if msg.tp not in owned:
-                    # Buffered before a rebalance took its partition away: the new
-                    # owner reads it again from the last commit, so it is not lost.
-                    counters.not_owned += 1
-                    continue
                 try:
                     event = decode_event(ev.value)
                 except InvalidEvent as exc:
@@ -148,13 +137,19 @@ def create_app(
                         "skipping invalid event at %s/%s: %s", msg.partition, msg.offset, exc
                     )
                     continue
-                per_partition[msg.partition].append(Message(msg.partition, msg.offset, event))
-            for messages in per_partition.values():
+                per_partition[msg.partition].append((ev, Message(msg.partition, msg.offset, event)))
+            for partition_events in per_partition.values():
+                token = _current_event.set(weakref.ref(partition_events[0][0]))
                 try:
-                    result = fold_partition(messages, records, seen, now=now, now_s=now_s)
-                except BaseException:
-                    records.forget()  # the cache may hold a half-folded record
-                    raise
+                    result = fold_partition(
+                        [m for _, m in partition_events],
+                        buckets,
+                        seen,
+                        now=now,
+                        now_s=now_s,
+                    )
+                finally:
+                    _current_event.reset(token)
                 counters.counted += result.counted
                 counters.duplicates += result.duplicates
                 counters.replayed += result.replayed
@@ -168,7 +163,7 @@ def create_app(
         tps = frozenset(app.consumer.assignment()) if app.consumer else frozenset()
         if tps != assigned["tps"]:
             assigned["tps"] = tps
-            view.reset(list(records.keys()))
+            reindex()
         hourly_due = time.monotonic() - assigned["hourly_at"] >= max(
             HOURLY_EVERY_S, settings.stats_interval_s
         )
@@ -183,11 +178,15 @@ def create_app(
         for hrow in pub.hourly:
             hourly_topic.send_soon(key=hrow.model.encode(), value=encode_row(hrow))
         for key in pub.expired:
-            records.drop(key)
+            raw_key = encode_bucket_key(key)
+            raw = buckets.data.get(raw_key)
+            if raw is not None:
+                for partition in BucketRecord.from_bytes(raw).applied:
+                    _drop(buckets, raw_key, partition)
         counters.published_rows += len(pub.stats)
         log.info(
             "published %d stats rows, %d hourly rows; counted=%d duplicates=%d replayed=%d "
-            "outside_window=%d invalid=%d not_owned=%d",
+            "outside_window=%d invalid=%d",
             len(pub.stats),
             len(pub.hourly),
             counters.counted,
@@ -195,13 +194,26 @@ def create_app(
             counters.replayed,
             counters.outside_window,
             counters.invalid,
-            counters.not_owned,
         )
 
     @app.timer(SEEN_SWEEP_S)
     async def sweep_seen() -> None:
-        dropped = seen.sweep()
-        if dropped:
-            log.info("forgot %d seen blocks older than the dedup hour", dropped)
+        cutoff = time.time() - DEDUP_WINDOW_S
+        old = []
+        for k, v in seen.data.items():
+            rec = SeenRecord.from_bytes(v)
+            if rec.first_seen < cutoff:
+                old.append((k, rec.partition))
+        for k, partition in old:
+            _drop(seen, k, partition)
 
     return app
+
+
+def _drop(table: Any, key: bytes, partition: int) -> None:
+    """Delete a key from the local store and tombstone it in its changelog partition."""
+    try:
+        del table.data[key]
+    except KeyError:
+        return
+    table.send_changelog(partition, key, None, value_serializer="raw")

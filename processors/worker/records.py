@@ -17,15 +17,10 @@ from dataclasses import dataclass, field
 from processors.aggregate import BucketKey, HourBucket
 
 __all__ = [
-    "BLOCK_PREFIX",
-    "ID_PREFIX",
-    "MAX_BLOCK_IDS",
     "BucketRecord",
-    "SeenBlock",
     "SeenRecord",
     "decode_bucket_key",
     "encode_bucket_key",
-    "id_key",
 ]
 
 _SEP = b"\x00"
@@ -33,16 +28,6 @@ _HOUR = struct.Struct(">q")
 _COUNT = struct.Struct("<H")
 _APPLIED = struct.Struct("<iq")
 _SEEN = struct.Struct("<iqd")  # partition, offset, first seen (unix seconds)
-_BLOCK_KEY = struct.Struct(">iq")  # big-endian: blocks sort by partition, then offset
-_BLOCK_HEAD = struct.Struct("<dI")  # first seen, number of ids
-
-#: Key prefixes in the ``seen`` store. Blocks (``B``) are what the changelog
-#: carries: one per partition per batch. Per-event entries (``I``) are the
-#: local lookup index derived from them, never sent anywhere.
-BLOCK_PREFIX = b"B"
-ID_PREFIX = b"I"
-#: Ids per block: 8,192 x 24 bytes stays well under Kafka's 1 MB message limit.
-MAX_BLOCK_IDS = 8_192
 
 
 def encode_bucket_key(key: BucketKey) -> bytes:
@@ -92,53 +77,3 @@ class SeenRecord:
     @classmethod
     def from_bytes(cls, raw: bytes) -> SeenRecord:
         return cls(*_SEEN.unpack(raw))
-
-
-def id_key(event_id: bytes) -> bytes:
-    """The local index key of one event_id (16 bytes)."""
-    return ID_PREFIX + event_id
-
-
-@dataclass(frozen=True, slots=True)
-class SeenBlock:
-    """The event_ids one batch of one partition counted first, at what offsets.
-
-    One changelog message per batch instead of one per event: the per-event
-    ``SeenRecord`` entries are rebuilt from blocks wherever the table is
-    restored (see ``processors.worker.state.SeenTable``).
-    """
-
-    partition: int
-    first_seen: float
-    ids: tuple[bytes, ...]
-    offsets: tuple[int, ...]
-
-    @property
-    def key(self) -> bytes:
-        return BLOCK_PREFIX + _BLOCK_KEY.pack(self.partition, self.offsets[0])
-
-    def to_bytes(self) -> bytes:
-        head = _BLOCK_HEAD.pack(self.first_seen, len(self.ids))
-        return head + b"".join(self.ids) + struct.pack(f"<{len(self.offsets)}q", *self.offsets)
-
-    @classmethod
-    def from_bytes(cls, key: bytes, raw: bytes) -> SeenBlock:
-        partition, _ = _BLOCK_KEY.unpack_from(key, len(BLOCK_PREFIX))
-        first_seen, n = _BLOCK_HEAD.unpack_from(raw, 0)
-        pos = _BLOCK_HEAD.size
-        ids = tuple(raw[pos + 16 * i : pos + 16 * (i + 1)] for i in range(n))
-        offsets = struct.unpack_from(f"<{n}q", raw, pos + 16 * n)
-        return cls(partition, first_seen, ids, offsets)
-
-    @staticmethod
-    def first_seen_of(raw: bytes) -> float:
-        """The block's time without decoding its ids (the sweep reads only this)."""
-        first_seen: float = _BLOCK_HEAD.unpack_from(raw, 0)[0]
-        return first_seen
-
-    def entries(self) -> list[tuple[bytes, bytes]]:
-        """The local index entries this block stands for: (id key, SeenRecord bytes)."""
-        return [
-            (id_key(i), _SEEN.pack(self.partition, o, self.first_seen))
-            for i, o in zip(self.ids, self.offsets, strict=True)
-        ]

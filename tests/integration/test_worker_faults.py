@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -115,39 +114,3 @@ def test_second_worker_joins_and_leaves_totals_exact(
             two.stop()
         assert sink.error is None
 
-
-def test_worker_on_a_new_disk_still_drops_duplicates_of_what_it_never_saw(
-    kafka_bootstrap: str, clickhouse: Any, clickhouse_dsn: str, topic_prefix: str, tmp_path: Path
-) -> None:
-    """The dedup index is local; its changelog carries blocks. A worker that starts
-    with an empty state dir (a replaced machine, a rescheduled pod) must rebuild the
-    index from the blocks: resent copies of events folded before are not counted."""
-    settings = settings_for(topic_prefix)
-    env = settings_env(settings, kafka_bootstrap, tmp_path / "data")
-    unique = synthetic_events(30_000, seed=31)
-    half = len(unique) // 2
-    _produce(kafka_bootstrap, settings, unique[:half])
-    with SinkThread(settings, clickhouse_dsn, kafka_bootstrap, f"{topic_prefix}-sink") as sink:
-        first = WorkerProcess(env, tmp_path / "disk-one", tmp_path / "one.log")
-        first.start()
-        try:
-            wait_exact(clickhouse, wanted_counts(unique[:half]), what="the first half counted")
-        finally:
-            first.stop()
-        # Gateways resend a tenth of what was already counted, then the rest arrives.
-        resent = random.Random(32).sample(unique[:half], half // 10)
-        _produce(kafka_bootstrap, settings, resent + unique[half:])
-        second = WorkerProcess(env, tmp_path / "disk-two", tmp_path / "two.log")
-        second.start()
-        try:
-            wait_exact(clickhouse, wanted_counts(unique), what="exact counts on the new disk")
-            wait_for(
-                lambda: re.findall(rb"duplicates=(\d+)", (tmp_path / "two.log").read_bytes()),
-                timeout=60,
-                what="the new worker to log its counters",
-            )
-        finally:
-            second.stop()
-        dups = int(re.findall(rb"duplicates=(\d+)", (tmp_path / "two.log").read_bytes())[-1])
-        assert dups == len(resent)
-        assert sink.error is None

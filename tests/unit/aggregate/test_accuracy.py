@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from processors.aggregate import BucketKey, HourBucket, rolling_rows, window_start
-from processors.worker.fold import DictBuckets, DictSeen, Message, fold_partition
+from processors.worker.fold import Message, fold_partition
 from processors.worker.records import BucketRecord, decode_bucket_key
 from schemas.codec import validate_event
 from schemas.event import ERROR_TYPES, RequestEvent
@@ -102,8 +102,8 @@ class Traffic:
     delivered: list[list[Message]]  # per partition, in offset order (with duplicates)
     n_duplicates: int
     n_outside_delivered: int
-    buckets: DictBuckets = field(default_factory=DictBuckets)
-    seen: DictSeen = field(default_factory=DictSeen)
+    buckets: dict[bytes, bytes] = field(default_factory=dict)
+    seen: dict[bytes, bytes] = field(default_factory=dict)
     counted: int = 0
     duplicates: int = 0
     outside: int = 0

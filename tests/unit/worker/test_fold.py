@@ -10,13 +10,7 @@ from typing import Any
 import pytest
 
 from processors.aggregate import BucketKey, HourBucket, hour_of, rolling_rows, window_start
-from processors.worker.fold import (
-    DEDUP_WINDOW_S,
-    DictBuckets,
-    DictSeen,
-    Message,
-    fold_partition,
-)
+from processors.worker.fold import DEDUP_WINDOW_S, Message, fold_partition
 from processors.worker.records import (
     BucketRecord,
     SeenRecord,
@@ -54,8 +48,8 @@ def requests(buckets: dict[bytes, bytes]) -> int:
 
 def fold(
     msgs: list[Message],
-    buckets: DictBuckets,
-    seen: DictSeen,
+    buckets: dict[bytes, bytes],
+    seen: dict[bytes, bytes],
     now_s: float = NOW_S,
 ) -> Any:
     return fold_partition(msgs, buckets, seen, now=NOW, now_s=now_s)
@@ -64,8 +58,8 @@ def fold(
 def test_duplicates_within_the_hour_count_once(make: Any) -> None:
     a, b = make(), make()
     msgs = [Message(0, 0, a), Message(0, 1, b), Message(0, 2, a), Message(0, 3, a)]
-    buckets = DictBuckets()
-    seen = DictSeen()
+    buckets: dict[bytes, bytes] = {}
+    seen: dict[bytes, bytes] = {}
     stats = fold(msgs, buckets, seen)
     assert (stats.counted, stats.duplicates, stats.replayed) == (2, 2, 0)
     # Again in a later batch, 59 minutes on: still a duplicate.
@@ -77,8 +71,8 @@ def test_duplicates_within_the_hour_count_once(make: Any) -> None:
 
 def test_duplicate_on_another_partition_counts_once(make: Any) -> None:
     a = make()
-    buckets = DictBuckets()
-    seen = DictSeen()
+    buckets: dict[bytes, bytes] = {}
+    seen: dict[bytes, bytes] = {}
     assert fold([Message(0, 7, a)], buckets, seen).counted == 1
     stats = fold([Message(1, 3, a)], buckets, seen)
     assert (stats.counted, stats.duplicates) == (0, 1)
@@ -88,8 +82,8 @@ def test_duplicate_on_another_partition_counts_once(make: Any) -> None:
 def test_duplicates_older_than_an_hour_count_again(make: Any) -> None:
     """PRODUCT.md: the same event delivered again *within an hour* counts once."""
     a = make()
-    buckets = DictBuckets()
-    seen = DictSeen()
+    buckets: dict[bytes, bytes] = {}
+    seen: dict[bytes, bytes] = {}
     fold([Message(0, 0, a)], buckets, seen)
     stats = fold([Message(0, 1, a)], buckets, seen, now_s=NOW_S + DEDUP_WINDOW_S + 1)
     assert (stats.counted, stats.duplicates) == (1, 0)
@@ -104,8 +98,8 @@ def test_duplicates_older_than_an_hour_count_again(make: Any) -> None:
 def test_same_message_redelivered_is_not_double_counted(make: Any) -> None:
     events = [make() for _ in range(5)]
     msgs = [Message(0, i, ev) for i, ev in enumerate(events)]
-    buckets = DictBuckets()
-    seen = DictSeen()
+    buckets: dict[bytes, bytes] = {}
+    seen: dict[bytes, bytes] = {}
     fold(msgs, buckets, seen)
     clean = totals(buckets)
     # The consumer restarts from an older committed offset: the batch comes again.
@@ -142,9 +136,9 @@ def _traffic(make: Any, seed: int, n: int = 300) -> list[list[Message]]:
     return [[Message(p, o, ev) for o, ev in enumerate(evs)] for p, evs in enumerate(parts)]
 
 
-def _run_clean(traffic: list[list[Message]], batch: int) -> DictBuckets:
-    buckets = DictBuckets()
-    seen = DictSeen()
+def _run_clean(traffic: list[list[Message]], batch: int) -> dict[bytes, bytes]:
+    buckets: dict[bytes, bytes] = {}
+    seen: dict[bytes, bytes] = {}
     for lo in range(0, max(map(len, traffic)), batch):
         for msgs in traffic:
             if msgs[lo : lo + batch]:
@@ -166,8 +160,8 @@ def test_crash_losing_one_store_then_refold_equals_a_clean_run(
     batch = 40
     clean = totals(_run_clean(traffic, batch))
 
-    buckets = DictBuckets()
-    seen = DictSeen()
+    buckets: dict[bytes, bytes] = {}
+    seen: dict[bytes, bytes] = {}
     for i, lo in enumerate(range(0, max(map(len, traffic)), batch)):
         for msgs in traffic:
             chunk = msgs[lo : lo + batch]
@@ -189,8 +183,8 @@ def test_crash_then_redelivery_from_an_older_offset(make: Any, lost: str) -> Non
     traffic = _traffic(make, 9)
     clean = totals(_run_clean(traffic, 25))
     msgs = traffic[0]
-    buckets = DictBuckets()
-    seen = DictSeen()
+    buckets: dict[bytes, bytes] = {}
+    seen: dict[bytes, bytes] = {}
     fold(msgs[:25], buckets, seen)
     fold(msgs[25:50], buckets, seen)
     saved = copy.deepcopy(buckets if lost == "buckets" else seen)
@@ -210,8 +204,8 @@ def test_events_outside_the_window_are_skipped(make: Any) -> None:
     inside = make(ts=start.isoformat())
     outside = make(ts=(start - timedelta(milliseconds=1)).isoformat())
     ancient = make(ts=(NOW - timedelta(days=30)).isoformat())
-    buckets = DictBuckets()
-    seen = DictSeen()
+    buckets: dict[bytes, bytes] = {}
+    seen: dict[bytes, bytes] = {}
     stats = fold(
         [Message(0, 0, inside), Message(0, 1, outside), Message(0, 2, ancient)], buckets, seen
     )
@@ -222,8 +216,8 @@ def test_events_outside_the_window_are_skipped(make: Any) -> None:
 
 def test_applied_offsets_are_per_partition(make: Any) -> None:
     a, b, c = make(), make(), make()
-    buckets = DictBuckets()
-    seen = DictSeen()
+    buckets: dict[bytes, bytes] = {}
+    seen: dict[bytes, bytes] = {}
     fold([Message(0, 100, a)], buckets, seen)
     # A lower offset on another partition is new, not a replay.
     stats = fold([Message(1, 5, b)], buckets, seen)
@@ -239,7 +233,7 @@ def test_applied_offsets_are_per_partition(make: Any) -> None:
 
 
 def test_changed_records_are_written_back_once(make: Any) -> None:
-    class CountingDict(DictBuckets):
+    class CountingDict(dict[bytes, bytes]):
         writes = 0
 
         def __setitem__(self, key: bytes, value: bytes) -> None:
@@ -247,9 +241,9 @@ def test_changed_records_are_written_back_once(make: Any) -> None:
             super().__setitem__(key, value)
 
     buckets = CountingDict()
-    seen = DictSeen()
+    seen: dict[bytes, bytes] = {}
     msgs = [Message(0, i, make()) for i in range(20)]
-    stats = fold(msgs, buckets, seen)
+    stats = fold(msgs, buckets, seen)  # type: ignore[arg-type]
     assert stats.counted == 20
     assert CountingDict.writes == len(buckets) == 1
     (key,) = stats.changed
