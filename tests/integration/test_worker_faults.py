@@ -113,4 +113,3 @@ def test_second_worker_joins_and_leaves_totals_exact(
             one.stop()
             two.stop()
         assert sink.error is None
-
