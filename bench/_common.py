@@ -11,11 +11,11 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # pipeline_util: the tests' event and run helpers
 LOCAL_KAFKA = ROOT / "deploy" / "local-kafka"
 #: Port of the broker a benchmark starts itself (controller on port + 1).
 BENCH_KAFKA_PORT = int(os.environ.get("BENCH_KAFKA_PORT", "19496"))
@@ -72,25 +72,11 @@ def compact(raw: bytes) -> bytes:
 
 
 def make_event(i: int = 0) -> dict[str, Any]:
+    """The tests' valid event, spread over a few models by ``i``."""
+    from pipeline_util import make_event as event
+
     models = ("openai/gpt-4.1-mini", "anthropic/claude-sonnet-4", "meta/llama-3.3-70b", "x/y")
-    return {
-        "event_id": str(uuid.uuid4()),
-        "schema_version": 1,
-        "ts": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        "gateway_id": "gw-bench-1",
-        "region": "eu-west",
-        "model": models[i % len(models)],
-        "provider": "openai",
-        "stream": True,
-        "status": "ok",
-        "error_type": None,
-        "http_status": 200,
-        "ttft_ms": 420.0,
-        "latency_ms": 2300.0,
-        "input_tokens": 120,
-        "output_tokens": 350,
-        "cached_input_tokens": 0,
-    }
+    return event(model=models[i % len(models)], gateway_id="gw-bench-1")
 
 
 def topic_name(kind: str) -> str:

@@ -36,9 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import broker, scratch
-from pipeline_util import SinkThread, WorkerProcess, settings_env, settings_for
-
-from processors.kafka_io import ensure_topics
+from pipeline_util import SinkThread, WorkerProcess, pipeline_settings, settings_env
 
 PARTITIONS = 4
 POLL_S = 0.15
@@ -192,9 +190,7 @@ def run_interval(
 ) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
     prefix = f"bench-fresh-{run_id}"
-    settings = settings_for(prefix, partitions=PARTITIONS)
-    topics = [settings.topic, settings.dlq_topic, settings.stats_topic, settings.hourly_topic]
-    asyncio.run(ensure_topics(bootstrap, topics, partitions=PARTITIONS))
+    settings = pipeline_settings(bootstrap, prefix, PARTITIONS)
     env = settings_env(settings, bootstrap, work / f"data-{run_id}")
     worker = WorkerProcess(
         env, work / f"state-{run_id}", work / f"worker-{run_id}.log", interval=interval

@@ -39,10 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import orjson
 import psutil
 from _common import broker, compact, scratch
-from pipeline_util import WorkerProcess, settings_env, settings_for
+from pipeline_util import WorkerProcess, pipeline_settings, settings_env
 
 from processors.aggregate import hour_of, hour_start
-from processors.kafka_io import ensure_topics
 
 PARTITIONS = 4
 PROVIDERS = ["openai", "azure", "together", "fireworks", "bedrock", "vertex", "deepinfra"]
@@ -212,9 +211,7 @@ def main() -> None:
 
 def run(args: argparse.Namespace, bootstrap: str, work: Path) -> list[str]:
     prefix = f"bench-state-{uuid.uuid4().hex[:8]}"
-    settings = settings_for(prefix, partitions=PARTITIONS)
-    topics = [settings.topic, settings.dlq_topic, settings.stats_topic, settings.hourly_topic]
-    asyncio.run(ensure_topics(bootstrap, topics, partitions=PARTITIONS))
+    settings = pipeline_settings(bootstrap, prefix, PARTITIONS)
     keys = args.models * args.providers
     now = datetime.now(UTC)
     print(f"generating {keys} keys x {args.hours} h x {args.per_hour} events ...", flush=True)

@@ -46,9 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import orjson
 import psutil
 from _common import broker, compact, scratch
-from pipeline_util import WorkerProcess, settings_env, settings_for
+from pipeline_util import WorkerProcess, pipeline_settings, settings_env
 
-from processors.kafka_io import ensure_topics
 from schemas.codec import decode_event
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -568,9 +567,7 @@ def main() -> None:
 
 def run(args: argparse.Namespace, bootstrap: str, work: Path) -> list[str]:
     prefix = f"bench-tp-{uuid.uuid4().hex[:8]}"
-    settings = settings_for(prefix, partitions=PARTITIONS)
-    topics = [settings.topic, settings.dlq_topic, settings.stats_topic, settings.hourly_topic]
-    asyncio.run(ensure_topics(bootstrap, topics, partitions=PARTITIONS))
+    settings = pipeline_settings(bootstrap, prefix, PARTITIONS)
 
     print(f"generating {args.events:,} events ...", flush=True)
     docs = make_docs(

@@ -13,7 +13,6 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kafka_broker import LocalKafka, tooling_available
+from pipeline_util import make_event
 
 TEST_KAFKA_PORT = int(os.environ.get("TELEMETRY_TEST_KAFKA_PORT", "19292"))
 
@@ -114,30 +114,6 @@ def clickhouse(_migrated: Any) -> Any:
 def topic_prefix() -> str:
     """A unique prefix so tests sharing the broker never read each other's events."""
     return f"t{uuid.uuid4().hex[:10]}"
-
-
-def make_event(**overrides: Any) -> dict[str, Any]:
-    """A valid event as a gateway would send it; override any field."""
-    event: dict[str, Any] = {
-        "event_id": str(uuid.uuid4()),
-        "schema_version": 1,
-        "ts": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        "gateway_id": "gw-test-1",
-        "region": "eu-west",
-        "model": "openai/gpt-4.1-mini",
-        "provider": "openai",
-        "stream": True,
-        "status": "ok",
-        "error_type": None,
-        "http_status": 200,
-        "ttft_ms": 420.0,
-        "latency_ms": 2300.0,
-        "input_tokens": 120,
-        "output_tokens": 350,
-        "cached_input_tokens": 0,
-    }
-    event.update(overrides)
-    return event
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -16,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from processors.kafka_io import ensure_topics
 from schemas.codec import validate_event
 from schemas.event import RequestEvent
 from schemas.settings import Settings
@@ -30,6 +32,30 @@ MODELS = [
 ]
 PROVIDERS = ["openai", "azure", "together", "fireworks"]
 ERRORS = ["provider_error", "timeout", "rate_limited", "client_error", "gateway_error", "cancelled"]
+
+
+def make_event(**overrides: Any) -> dict[str, Any]:
+    """A valid event as a gateway would send it; override any field."""
+    event: dict[str, Any] = {
+        "event_id": str(uuid.uuid4()),
+        "schema_version": 1,
+        "ts": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "gateway_id": "gw-test-1",
+        "region": "eu-west",
+        "model": "openai/gpt-4.1-mini",
+        "provider": "openai",
+        "stream": True,
+        "status": "ok",
+        "error_type": None,
+        "http_status": 200,
+        "ttft_ms": 420.0,
+        "latency_ms": 2300.0,
+        "input_tokens": 120,
+        "output_tokens": 350,
+        "cached_input_tokens": 0,
+    }
+    event.update(overrides)
+    return event
 
 
 def synthetic_events(n: int, *, seed: int, now: datetime | None = None) -> list[dict[str, Any]]:
@@ -110,6 +136,14 @@ def settings_for(prefix: str, **extra: Any) -> Settings:
         worker_id=f"{prefix}-worker",
         **extra,
     )
+
+
+def pipeline_settings(bootstrap: str, prefix: str, partitions: int) -> Settings:
+    """Settings of a run of its own, with its four topics created on the broker."""
+    settings = settings_for(prefix, partitions=partitions)
+    topics = [settings.topic, settings.dlq_topic, settings.stats_topic, settings.hourly_topic]
+    asyncio.run(ensure_topics(bootstrap, topics, partitions=partitions))
+    return settings
 
 
 def settings_env(settings: Settings, bootstrap: str, data_dir: Path) -> dict[str, str]:
