@@ -8,9 +8,11 @@ import os
 import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -49,6 +51,25 @@ def own_broker() -> Iterator[LocalKafka]:
         yield broker
     finally:
         broker.stop(wipe=True)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What reached a topic, against the events that were sent."""
+
+    records: int
+    unique: int
+    duplicates: int
+    missing: set[str]
+
+
+async def delivery(bootstrap: str, topic: str, sent: list[dict[str, Any]]) -> Delivery:
+    """Read ``topic`` back and count the sent events' ids: none missing is the no-loss check."""
+    records = await read_topic(bootstrap, topic, timeout=120)
+    ids = [orjson.loads(r.value)["event_id"] for r in records]
+    unique = set(ids)
+    missing = {e["event_id"] for e in sent} - unique
+    return Delivery(len(ids), len(unique), len(ids) - len(unique), missing)
 
 
 async def read_topic(bootstrap: str, topic: str, *, timeout: float = 60.0) -> list[Any]:

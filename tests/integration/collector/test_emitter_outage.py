@@ -10,12 +10,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from collector import TelemetryEmitter
 
-from .conftest import read_topic, wait_for
+from .conftest import delivery, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -81,20 +80,16 @@ async def test_broker_outage_loses_nothing_and_duplicates_nothing(
         )
     finally:
         await emitter.close()
-    records = await read_topic(own_broker.bootstrap, topics["topic"], timeout=120)
-    ids = [orjson.loads(r.value)["event_id"] for r in records]
-    unique = set(ids)
-    duplicates = len(ids) - len(unique)
-    missing = {e["event_id"] for e in events} - unique
+    got = await delivery(own_broker.bootstrap, topics["topic"], events)
     print(
-        f"\noutage: {len(ids)} records, {len(unique)} unique, {duplicates} duplicates, "
-        f"{len(missing)} missing; {spooled_during_outage} spooled during the outage, "
+        f"\noutage: {got.records} records, {got.unique} unique, {got.duplicates} duplicates, "
+        f"{len(got.missing)} missing; {spooled_during_outage} spooled during the outage, "
         f"{emitter.counter('events_replayed'):.0f} replayed, "
         f"{emitter.counter('batch_failures'):.0f} failed batches"
     )
-    assert not missing
+    assert not got.missing
     assert emitter.counter("events_dropped") == 0
     assert spooled_during_outage > 0
-    assert duplicates == 0
+    assert got.duplicates == 0
     # the events emitted after the reconnection were sent, not spooled
     assert emitter.counter("events_spooled") == spooled_before_rest

@@ -14,7 +14,7 @@ import pytest
 from collector.auth import TokenAuth, hash_token
 from collector.server import ServiceConfig
 
-from .conftest import read_topic, running_service, scrape, wait_until
+from .conftest import delivery, running_service, scrape, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -79,18 +79,15 @@ async def test_http_broker_outage_loses_nothing_and_duplicates_nothing(
 
         await wait_until(settled, timeout=180, what="the spool to be replayed")
         final = await scrape(http, url)
-    records = await read_topic(own_broker.bootstrap, topics["topic"], timeout=120)
-    ids = [orjson.loads(r.value)["event_id"] for r in records]
-    unique = set(ids)
-    duplicates = len(ids) - len(unique)
-    missing = {e["event_id"] for e in events} - unique
+    got = await delivery(own_broker.bootstrap, topics["topic"], events)
     print(
-        f"\nhttp outage: {len(ids)} records, {duplicates} duplicates, {len(missing)} missing; "
+        f"\nhttp outage: {got.records} records, {got.duplicates} duplicates, "
+        f"{len(got.missing)} missing; "
         f"{during['telemetry_emitter_spool_records']:.0f} in the spool during the outage, "
         f"{final['telemetry_emitter_events_replayed_total']:.0f} replayed"
     )
-    assert not missing
+    assert not got.missing
     assert during["telemetry_emitter_spool_records"] > 0
     assert final["telemetry_emitter_events_dropped_total"] == 0
-    assert duplicates == 0
+    assert got.duplicates == 0
     assert final["telemetry_emitter_events_spooled_total"] == spooled_before_rest
