@@ -105,7 +105,16 @@ def create_app(
     )
     stats_topic = app.topic(settings.stats_topic, key_serializer="raw", value_serializer="raw")
     hourly_topic = app.topic(settings.hourly_topic, key_serializer="raw", value_serializer="raw")
-    buckets = app.Table("buckets", key_type=bytes, value_type=bytes, partitions=settings.partitions)
+    buckets: Any = app.tables.add(
+        BucketsTable(
+            app,
+            name="buckets",
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions,
+            beacon=app.tables.beacon,
+        )
+    )
     seen = app.Table("seen", key_type=bytes, value_type=bytes, partitions=settings.partitions)
 
     def load(key: BucketKey) -> HourBucket | None:
@@ -208,6 +217,40 @@ def create_app(
             _drop(seen, k, partition)
 
     return app
+
+
+class BucketsTable(faust.Table):
+    """The ``buckets`` table: restoring never goes back to an older record.
+
+    A worker that loses a partition in a rebalance may still have changelog
+    writes in flight; they can land after the new owner's writes for the
+    same key. Replayed in log order, such a late record would replace a
+    later state and undercount. So a restored record only replaces the
+    stored one if it has folded at least as much (``BucketRecord.supersedes``).
+    """
+
+    def apply_changelog_batch(self, batch: Any) -> None:
+        latest: dict[tuple[int, bytes], bytes | None] = {}
+        keep = []
+        for ev in batch:
+            msg = ev.message
+            bk = (msg.partition, msg.key)
+            if msg.value is not None and msg.key is not None:
+                if bk in latest:
+                    old = latest[bk]
+                else:
+                    store: Any = self.data
+                    old = store._db_for_partition(msg.partition).get(msg.key)
+                if old is not None and not BucketRecord.supersedes(msg.value, old):
+                    log.warning(
+                        "changelog %s/%s: an older record for a bucket, not restored",
+                        msg.partition,
+                        msg.offset,
+                    )
+                    continue
+            latest[bk] = msg.value
+            keep.append(ev)
+        super().apply_changelog_batch(keep)
 
 
 def _drop(table: Any, key: bytes, partition: int) -> None:

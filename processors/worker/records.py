@@ -51,6 +51,23 @@ class BucketRecord:
         )
         return head + self.bucket.to_bytes()
 
+    @staticmethod
+    def applied_of(raw: bytes) -> dict[int, int]:
+        """The record's applied offsets, without decoding its sketches."""
+        (n,) = _COUNT.unpack_from(raw, 0)
+        return dict(_APPLIED.unpack_from(raw, _COUNT.size + i * _APPLIED.size) for i in range(n))
+
+    @staticmethod
+    def supersedes(new: bytes, old: bytes) -> bool:
+        """Whether record ``new`` has folded at least everything ``old`` has.
+
+        A partition's events reach a bucket in offset order, so a record is
+        the bucket's events up to its applied offsets: the one that is at
+        least as far on every partition is the later state.
+        """
+        ahead = BucketRecord.applied_of(new)
+        return all(ahead.get(p, -1) >= o for p, o in BucketRecord.applied_of(old).items())
+
     @classmethod
     def from_bytes(cls, raw: bytes) -> BucketRecord:
         (n,) = _COUNT.unpack_from(raw, 0)

@@ -260,3 +260,15 @@ def test_record_bytes_round_trip(make: Any) -> None:
     key = BucketKey("vendor/model:tag", "prov", 493_000)
     assert decode_bucket_key(encode_bucket_key(key)) == key
     assert SeenRecord.from_bytes(SeenRecord(2, 9, 1.5).to_bytes()) == SeenRecord(2, 9, 1.5)
+
+
+def test_a_late_record_from_a_worker_that_lost_the_partition_is_not_restored() -> None:
+    """Replayed in log order, an older state written late must not win."""
+    ahead = BucketRecord(HourBucket(), {0: 500, 1: 7}).to_bytes()
+    behind = BucketRecord(HourBucket(), {0: 480, 1: 7}).to_bytes()
+    other = BucketRecord(HourBucket(), {0: 500}).to_bytes()
+    assert BucketRecord.supersedes(ahead, behind)
+    assert not BucketRecord.supersedes(behind, ahead)
+    assert BucketRecord.supersedes(ahead, ahead)  # the same state again
+    assert not BucketRecord.supersedes(other, ahead)  # partition 1 would go back
+    assert BucketRecord.applied_of(ahead) == {0: 500, 1: 7}
