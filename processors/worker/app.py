@@ -1,22 +1,30 @@
 """The Faust app: topics and tables wired to the pure fold and rolling view.
 
 Guarantee: at-least-once delivery with an exactly-once *effect*. Faust's own
-``exactly_once`` guarantee is not trusted (see docs/architecture.md). Instead:
+``exactly_once`` guarantee is not trusted (see docs/architecture.md,
+"Exactly-once effect", for the rules and the Faust behaviours behind them):
 
 * bucket records carry the source offsets folded into them (one changelog
   message holds both), so a redelivered message is recognised and skipped;
 * a ``seen`` table remembers for an hour which message first carried each
   ``event_id``, so a duplicate event (gateway retry, spool replay) is dropped;
-* Faust flushes the changelog producer before committing source offsets, so
-  offsets never move past state that is not in the changelog.
+* events are acknowledged only once their changelog writes are acknowledged
+  by the broker (``PendingWrites``), not on Faust's word that it flushed;
+* nothing is folded while partitions move, nor from an older generation
+  (``fence.py``), and a partition's state records the next offset it
+  expects, so runs Faust failed to deliver are read from Kafka directly
+  (``gap_reader.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import weakref
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,12 +33,18 @@ import faust
 from faust.streams import _current_event  # the store picks its partition from it
 
 from processors.aggregate import BucketKey, HourBucket
+from processors.worker.fence import find_holes, split_by_fence
 from processors.worker.fold import DEDUP_WINDOW_S, Message, fold_partition
+from processors.worker.gap_reader import GapReader
+from processors.worker.pending_writes import PendingWrites
 from processors.worker.records import (
+    NEXT_OFFSET_KEY,
     BucketRecord,
     SeenRecord,
     decode_bucket_key,
+    decode_offset,
     encode_bucket_key,
+    encode_offset,
 )
 from processors.worker.rolling_view import RollingView
 from schemas.codec import decode_event
@@ -50,6 +64,8 @@ SEEN_SWEEP_S = 300.0
 #: The hourly series feeds charts: publishing it at most this often keeps a
 #: catch-up (every hour of the week dirty at once) from starving the agent.
 HOURLY_EVERY_S = 30.0
+#: How often a batch that arrived during a rebalance checks whether it is over.
+REBALANCE_POLL_S = 0.05
 
 
 class WorkerCounters:
@@ -61,6 +77,8 @@ class WorkerCounters:
         self.replayed = 0
         self.outside_window = 0
         self.invalid = 0
+        self.fenced = 0
+        self.reread = 0
         self.published_rows = 0
 
 
@@ -105,6 +123,7 @@ def create_app(
     )
     stats_topic = app.topic(settings.stats_topic, key_serializer="raw", value_serializer="raw")
     hourly_topic = app.topic(settings.hourly_topic, key_serializer="raw", value_serializer="raw")
+    writes = PendingWrites()
     buckets: Any = app.tables.add(
         BucketsTable(
             app,
@@ -115,7 +134,24 @@ def create_app(
             beacon=app.tables.beacon,
         )
     )
-    seen = app.Table("seen", key_type=bytes, value_type=bytes, partitions=settings.partitions)
+    seen: Any = app.tables.add(
+        TrackedTable(
+            app,
+            name="seen",
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions,
+            beacon=app.tables.beacon,
+        )
+    )
+    buckets.pending_writes = writes
+    seen.pending_writes = writes
+
+    @app.on_partitions_revoked.connect
+    async def settle_before_revoke(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Awaited by Faust before the consumer rejoins the group, so every
+        # write of ours is in the changelog before anyone restores it.
+        await writes.settled()
 
     def load(key: BucketKey) -> HourBucket | None:
         raw = buckets.data.get(encode_bucket_key(key))
@@ -123,49 +159,117 @@ def create_app(
 
     view = RollingView(load)
     assigned: dict[str, Any] = {"tps": None, "hourly_at": 0.0}
+    expired: list[BucketKey] = []
 
     def reindex() -> None:
         keys = []
         for raw_key, _ in buckets.data.items():
-            keys.append(decode_bucket_key(raw_key))
+            if raw_key != NEXT_OFFSET_KEY:
+                keys.append(decode_bucket_key(raw_key))
         view.reset(keys)
+
+    gap_reader = GapReader(bootstrap, settings.topic)
 
     @app.agent(events)
     async def fold(stream: Any) -> Any:
-        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            now = datetime.now(UTC)
-            now_s = time.time()
-            per_partition: dict[int, list[tuple[Any, Message]]] = defaultdict(list)
-            for ev in batch:
-                msg = ev.message
-                try:
-                    event = decode_event(ev.value)
-                except InvalidEvent as exc:
-                    counters.invalid += 1
-                    log.warning(
-                        "skipping invalid event at %s/%s: %s", msg.partition, msg.offset, exc
-                    )
-                    continue
-                per_partition[msg.partition].append((ev, Message(msg.partition, msg.offset, event)))
-            for partition_events in per_partition.values():
-                token = _current_event.set(weakref.ref(partition_events[0][0]))
-                try:
-                    result = fold_partition(
-                        [m for _, m in partition_events],
-                        buckets,
-                        seen,
-                        now=now,
-                        now_s=now_s,
-                    )
-                finally:
-                    _current_event.reset(token)
-                counters.counted += result.counted
-                counters.duplicates += result.duplicates
-                counters.replayed += result.replayed
-                counters.outside_window += result.outside_window
-                for key, rec in result.changed.items():
-                    view.note(key, rec.bucket)
-            yield len(batch)
+        try:
+            async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+                await fold_batch(batch)
+                yield len(batch)
+        finally:
+            await gap_reader.close()
+
+    def fence_off(events: list[Any]) -> None:
+        # Neither folded nor acknowledged: the flag keeps Faust from counting
+        # the message as done; the partition's owner reads it again.
+        for ev in events:
+            ev.message.acked = True
+        counters.fenced += len(events)
+
+    def holding() -> tuple[int, set[int]]:
+        """This worker's generation and the event partitions it holds."""
+        return app.consumer_generation_id, {
+            tp.partition for tp in app.consumer.assignment() if tp.topic == settings.topic
+        }
+
+    async def fold_batch(batch: list[Any]) -> None:
+        # No folding while partitions move (processors/worker/fence.py): wait
+        # until the rebalance and the tables' recovery are over, then fold
+        # only what this generation fetched for partitions we hold.
+        while app.rebalancing or not app.flow_control.is_active():
+            await asyncio.sleep(REBALANCE_POLL_S)
+        generation, partitions = holding()
+        live, fenced = split_by_fence(batch, generation=generation, partitions=partitions)
+        fence_off(fenced)
+        by_partition: dict[int, list[Any]] = defaultdict(list)
+        for ev in live:
+            by_partition[ev.message.partition].append(ev)
+        # Where the state expects each partition to go on, and the runs
+        # Faust did not deliver, read from Kafka directly.
+        expected: dict[int, int | None] = {}
+        missing: dict[int, list[Any]] = {}
+        for partition, evs in by_partition.items():
+            evs.sort(key=lambda ev: ev.message.offset)
+            with current_partition(evs[0]):
+                raw = buckets.data.get(NEXT_OFFSET_KEY)
+            expected[partition] = decode_offset(raw) if raw is not None else None
+            holes, _ = find_holes([ev.message.offset for ev in evs], expected[partition])
+            for start, end in holes:
+                log.warning(
+                    "partition %d: offsets %d..%d were not delivered by the consumer; "
+                    "reading them from Kafka",
+                    partition,
+                    start,
+                    end - 1,
+                )
+                counters.reread += end - start
+                missing.setdefault(partition, []).extend(
+                    await gap_reader.read(partition, start, end)
+                )
+        if missing and (app.rebalancing or holding() != (generation, partitions)):
+            fence_off(live)  # partitions moved while we read: fold nothing
+            return
+        now = datetime.now(UTC)
+        now_s = time.time()
+        for partition, evs in by_partition.items():
+            with current_partition(evs[0]):
+                fold_run(
+                    partition, evs, missing.get(partition, []), expected[partition], now, now_s
+                )
+        # take_events acknowledges the batch once we return: not before its
+        # state is in the changelog.
+        await writes.settled()
+
+    def fold_run(
+        partition: int,
+        evs: list[Any],
+        reread: list[Any],
+        expected: int | None,
+        now: datetime,
+        now_s: float,
+    ) -> None:
+        """Fold one partition's delivered events and re-read runs, in offset order."""
+        raw = sorted(
+            [(ev.message.offset, ev.value) for ev in evs] + [(r.offset, r.value) for r in reread],
+            key=lambda pair: pair[0],
+        )
+        messages = []
+        for offset, value in raw:
+            try:
+                messages.append(Message(partition, offset, decode_event(value)))
+            except InvalidEvent as exc:
+                counters.invalid += 1
+                log.warning("skipping invalid event at %s/%s: %s", partition, offset, exc)
+        result = fold_partition(messages, buckets, seen, now=now, now_s=now_s)
+        next_offset = raw[-1][0] + 1
+        if expected is None or next_offset > expected:
+            buckets[NEXT_OFFSET_KEY] = encode_offset(next_offset)
+        counters.counted += result.counted
+        counters.duplicates += result.duplicates
+        counters.replayed += result.replayed
+        counters.outside_window += result.outside_window
+        for key, rec in result.changed.items():
+            view.note(key, rec.bucket)
 
     @app.timer(settings.stats_interval_s)
     async def publish() -> None:
@@ -179,23 +283,27 @@ def create_app(
         pub = view.publish(datetime.now(UTC), hourly=hourly_due)
         if hourly_due:
             assigned["hourly_at"] = time.monotonic()
-        # Buffered sends: Faust flushes its producer before it commits offsets.
+        # Buffered sends: stats rows are republished every interval anyway.
         for row in pub.stats:
             stats_topic.send_soon(
                 key=f"{row.model}\x00{row.provider}".encode(), value=encode_row(row)
             )
         for hrow in pub.hourly:
             hourly_topic.send_soon(key=hrow.model.encode(), value=encode_row(hrow))
-        for key in pub.expired:
+        expired.extend(pub.expired)
+        # No deletes while partitions are moving: a later tick does them.
+        for key in expired if not app.rebalancing else ():
             raw_key = encode_bucket_key(key)
             raw = buckets.data.get(raw_key)
             if raw is not None:
                 for partition in BucketRecord.from_bytes(raw).applied:
                     _drop(buckets, raw_key, partition)
+        if not app.rebalancing:
+            expired.clear()
         counters.published_rows += len(pub.stats)
         log.info(
             "published %d stats rows, %d hourly rows; counted=%d duplicates=%d replayed=%d "
-            "outside_window=%d invalid=%d",
+            "outside_window=%d invalid=%d fenced=%d reread=%d",
             len(pub.stats),
             len(pub.hourly),
             counters.counted,
@@ -203,10 +311,14 @@ def create_app(
             counters.replayed,
             counters.outside_window,
             counters.invalid,
+            counters.fenced,
+            counters.reread,
         )
 
     @app.timer(SEEN_SWEEP_S)
     async def sweep_seen() -> None:
+        if app.rebalancing:
+            return  # the next sweep does it; no writes to partitions that may be leaving
         cutoff = time.time() - DEDUP_WINDOW_S
         old = []
         for k, v in seen.data.items():
@@ -219,7 +331,29 @@ def create_app(
     return app
 
 
-class BucketsTable(faust.Table):
+@contextlib.contextmanager
+def current_partition(event: Any) -> Iterator[None]:
+    """Make the table store use ``event``'s partition (it reads Faust's current event)."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+class TrackedTable(faust.Table):
+    """A table whose changelog writes the worker can wait for (PendingWrites)."""
+
+    pending_writes: PendingWrites | None = None
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        fut = super().send_changelog(*args, **kwargs)
+        if self.pending_writes is not None:
+            self.pending_writes.add(fut)
+        return fut
+
+
+class BucketsTable(TrackedTable):
     """The ``buckets`` table: restoring never goes back to an older record.
 
     A worker that loses a partition in a rebalance may still have changelog
@@ -235,7 +369,7 @@ class BucketsTable(faust.Table):
         for ev in batch:
             msg = ev.message
             bk = (msg.partition, msg.key)
-            if msg.value is not None and msg.key is not None:
+            if msg.value is not None and msg.key is not None and msg.key != NEXT_OFFSET_KEY:
                 if bk in latest:
                     old = latest[bk]
                 else:

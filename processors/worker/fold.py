@@ -36,6 +36,8 @@ class FoldStats:
     replayed: int = 0  # already in the bucket (redelivery after a crash)
     outside_window: int = 0
     changed: dict[BucketKey, BucketRecord] = field(default_factory=dict)
+    #: Records written back unchanged because a replay touched them.
+    rewritten: dict[BucketKey, BucketRecord] = field(default_factory=dict)
 
 
 def fold_partition(
@@ -72,12 +74,20 @@ def fold_partition(
             rec = BucketRecord.from_bytes(raw) if raw is not None else BucketRecord(HourBucket())
             records[key] = rec
         if msg.offset <= rec.applied.get(msg.partition, -1):
+            # Already folded. Write the record (and the seen entry) again
+            # anyway: after a SIGKILL the local store can hold folds whose
+            # changelog messages never left, and a replay is the one moment
+            # we know it. Without the rewrite, the next owner of this
+            # partition would restore the older record and miss them.
             out.replayed += 1
+            out.rewritten[key] = rec
+            if prior_raw is not None and fresh:
+                seen[id_key] = prior_raw
             continue
         rec.bucket.add(ev)
         rec.applied[msg.partition] = msg.offset
         out.counted += 1
         out.changed[key] = rec
-    for key, rec in out.changed.items():
+    for key, rec in {**out.rewritten, **out.changed}.items():
         buckets[encode_bucket_key(key)] = rec.to_bytes()
     return out

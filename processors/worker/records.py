@@ -17,10 +17,13 @@ from dataclasses import dataclass, field
 from processors.aggregate import BucketKey, HourBucket
 
 __all__ = [
+    "NEXT_OFFSET_KEY",
     "BucketRecord",
     "SeenRecord",
     "decode_bucket_key",
+    "decode_offset",
     "encode_bucket_key",
+    "encode_offset",
 ]
 
 _SEP = b"\x00"
@@ -28,6 +31,21 @@ _HOUR = struct.Struct(">q")
 _COUNT = struct.Struct("<H")
 _APPLIED = struct.Struct("<iq")
 _SEEN = struct.Struct("<iqd")  # partition, offset, first seen (unix seconds)
+_OFFSET = struct.Struct("<q")
+
+#: Key of one record per partition in the buckets table: the next source
+#: offset this partition's state expects (see processors/worker/fence.py).
+#: A model name is UTF-8, which never holds the byte 0xff, so no bucket key
+#: can be equal to it.
+NEXT_OFFSET_KEY = b"\xffnext-offset"
+
+
+def encode_offset(offset: int) -> bytes:
+    return _OFFSET.pack(offset)
+
+
+def decode_offset(raw: bytes) -> int:
+    return int(_OFFSET.unpack(raw)[0])
 
 
 def encode_bucket_key(key: BucketKey) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,67 @@ def test_second_worker_joins_and_leaves_totals_exact(
             one.stop()
             two.stop()
         assert sink.error is None
+
+
+def _skip_ahead_committed(bootstrap: str, settings: Any) -> int:
+    """Commit the worker group's offsets halfway into what it has not read yet.
+
+    This is what Faust does when it drops re-fetched messages after a
+    rebalance and commits past them: the consumer group says "done" for
+    events the state never folded. Returns how many events were skipped.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.structs import OffsetAndMetadata
+
+    async def go() -> int:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=settings.worker_id, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(settings.topic, p) for p in range(4)]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            skipped = 0
+            ahead = {}
+            for tp in tps:
+                done = await consumer.committed(tp) or 0
+                target = done + (ends[tp] - done) // 2
+                skipped += target - done
+                ahead[tp] = OffsetAndMetadata(target, "")
+            await consumer.commit(ahead)
+            return skipped
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(go())
+
+
+def test_committed_offsets_ahead_of_the_state_lose_nothing(
+    kafka_bootstrap: str, clickhouse: Any, clickhouse_dsn: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """The state, not the consumer group, says where each partition stands."""
+    settings = settings_for(topic_prefix)
+    env = settings_env(settings, kafka_bootstrap, tmp_path / "data")
+    unique = synthetic_events(40_000, seed=31)
+    half = len(unique) // 2
+    _produce(kafka_bootstrap, settings, unique[:half])
+    log = tmp_path / "worker.log"
+    worker = WorkerProcess(env, tmp_path / "state", log)
+    with SinkThread(settings, clickhouse_dsn, kafka_bootstrap, f"{topic_prefix}-sink") as sink:
+        worker.start()
+        try:
+            wait_exact(clickhouse, wanted_counts(unique[:half]), what="the first half counted")
+        finally:
+            worker.stop()
+        _produce(kafka_bootstrap, settings, unique[half:])
+        skipped = _skip_ahead_committed(kafka_bootstrap, settings)
+        assert skipped > 1_000
+        worker.start()
+        try:
+            wait_exact(clickhouse, wanted_counts(unique), what="exact counts after the skip")
+        finally:
+            worker.stop()
+        assert sink.error is None
+    reread = [int(x) for x in re.findall(rb"reread=(\d+)", log.read_bytes())]
+    assert reread and reread[-1] == skipped
