@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     )
     worker_id: str = "telemetry-worker"
     worker_session_timeout_s: float = Field(default=10.0, ge=6, le=300)
+    worker_reread_max: int = Field(
+        default=20_000,
+        ge=1,
+        description="events of one partition a worker reads past Faust per batch",
+    )
     ingest_tokens: SecretStr | None = Field(
         default=None, description="comma-separated sha256 hex digests of accepted bearer tokens"
     )

@@ -157,6 +157,7 @@ def settings_env(settings: Settings, bootstrap: str, data_dir: Path) -> dict[str
         TELEMETRY_WORKER_ID=settings.worker_id,
         TELEMETRY_DATA_DIR=str(data_dir),
         TELEMETRY_WORKER_SESSION_TIMEOUT_S="6",
+        TELEMETRY_WORKER_REREAD_MAX=str(settings.worker_reread_max),
     )
     return env
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import faust
 from faust.streams import _current_event  # the store picks its partition from it
+from faust.types import TP
 
 from processors.aggregate import BucketKey, HourBucket
 from processors.worker.fence import find_holes, split_by_fence
@@ -183,8 +184,9 @@ def create_app(
         # Neither folded nor acknowledged: the flag keeps Faust from counting
         # the message as done; the partition's owner reads it again.
         for ev in events:
-            ev.message.acked = True
-        counters.fenced += len(events)
+            if not ev.message.acked:
+                ev.message.acked = True
+                counters.fenced += 1
 
     def holding() -> tuple[int, set[int]]:
         """This worker's generation and the event partitions it holds."""
@@ -208,37 +210,62 @@ def create_app(
         # Faust did not deliver, read from Kafka directly.
         expected: dict[int, int | None] = {}
         missing: dict[int, list[Any]] = {}
+        anchor: dict[int, Any] = {}  # an event of each partition, for the store
+        cuts: dict[int, int] = {}
         for partition, evs in by_partition.items():
             evs.sort(key=lambda ev: ev.message.offset)
+            anchor[partition] = evs[0]
             with current_partition(evs[0]):
                 raw = buckets.data.get(NEXT_OFFSET_KEY)
             expected[partition] = decode_offset(raw) if raw is not None else None
             holes, _ = find_holes([ev.message.offset for ev in evs], expected[partition])
+            # A long run (a consumer group far ahead of the state) is folded
+            # in bounded steps rather than held in memory at once.
+            budget, cut = settings.worker_reread_max, None
             for start, end in holes:
-                log.warning(
-                    "partition %d: offsets %d..%d were not delivered by the consumer; "
-                    "reading them from Kafka",
-                    partition,
-                    start,
-                    end - 1,
-                )
-                counters.reread += end - start
-                missing.setdefault(partition, []).extend(
-                    await gap_reader.read(partition, start, end)
-                )
+                take = min(end - start, budget)
+                if take > 0:
+                    log.warning(
+                        "partition %d: offsets %d..%d were not delivered by the consumer; "
+                        "reading them from Kafka",
+                        partition,
+                        start,
+                        start + take - 1,
+                    )
+                    counters.reread += take
+                    budget -= take
+                    missing.setdefault(partition, []).extend(
+                        await gap_reader.read(partition, start, start + take)
+                    )
+                if take < end - start:
+                    cut = start + take
+                    break
+            if cut is not None:
+                # A long run is folded in steps: the delivered events after the
+                # cut wait (unacknowledged) for the next batches to reach them.
+                fence_off([ev for ev in evs if ev.message.offset >= cut])
+                evs[:] = [ev for ev in evs if ev.message.offset < cut]
+                cuts[partition] = cut
         if missing and (app.rebalancing or holding() != (generation, partitions)):
             fence_off(live)  # partitions moved while we read: fold nothing
             return
         now = datetime.now(UTC)
         now_s = time.time()
         for partition, evs in by_partition.items():
-            with current_partition(evs[0]):
+            with current_partition(anchor[partition]):
                 fold_run(
                     partition, evs, missing.get(partition, []), expected[partition], now, now_s
                 )
         # take_events acknowledges the batch once we return: not before its
         # state is in the changelog.
         await writes.settled()
+        for partition, cut in cuts.items():
+            # Have Faust deliver from the cut again, so the next batch comes
+            # even if no new event arrives (whatever it delivers, the state
+            # decides what is still missing).
+            tp = TP(settings.topic, partition)
+            if tp in app.consumer.assignment():
+                await app.consumer.seek(tp, cut)
 
     def fold_run(
         partition: int,
@@ -253,6 +280,8 @@ def create_app(
             [(ev.message.offset, ev.value) for ev in evs] + [(r.offset, r.value) for r in reread],
             key=lambda pair: pair[0],
         )
+        if not raw:
+            return
         messages = []
         for offset, value in raw:
             try:
