@@ -125,28 +125,23 @@ def create_app(
     stats_topic = app.topic(settings.stats_topic, key_serializer="raw", value_serializer="raw")
     hourly_topic = app.topic(settings.hourly_topic, key_serializer="raw", value_serializer="raw")
     writes = PendingWrites()
-    buckets: Any = app.tables.add(
-        BucketsTable(
-            app,
-            name="buckets",
-            key_type=bytes,
-            value_type=bytes,
-            partitions=settings.partitions,
-            beacon=app.tables.beacon,
+
+    def table(cls: type[TrackedTable], name: str) -> Any:
+        added: Any = app.tables.add(
+            cls(
+                app,
+                name=name,
+                key_type=bytes,
+                value_type=bytes,
+                partitions=settings.partitions,
+                beacon=app.tables.beacon,
+            )
         )
-    )
-    seen: Any = app.tables.add(
-        TrackedTable(
-            app,
-            name="seen",
-            key_type=bytes,
-            value_type=bytes,
-            partitions=settings.partitions,
-            beacon=app.tables.beacon,
-        )
-    )
-    buckets.pending_writes = writes
-    seen.pending_writes = writes
+        added.pending_writes = writes
+        return added
+
+    buckets = table(BucketsTable, "buckets")
+    seen = table(TrackedTable, "seen")
 
     @app.on_partitions_revoked.connect
     async def settle_before_revoke(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
