@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     worker_reread_max: int = Field(
         default=20_000,
         ge=1,
-        description="events of one partition a worker reads past Faust per batch",
+        description="events a worker reads straight from Kafka per step, when Faust skipped some",
     )
     ingest_tokens: SecretStr | None = Field(
         default=None, description="comma-separated sha256 hex digests of accepted bearer tokens"

@@ -165,12 +165,20 @@ def create_app(
         view.reset(keys)
 
     gap_reader = GapReader(bootstrap, settings.topic)
+    folded_since_tick: set[int] = set()
 
     @app.agent(events)
     async def fold(stream: Any) -> Any:
         try:
             async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-                await fold_batch(batch)
+                try:
+                    await fold_batch(batch)
+                except BaseException:
+                    # take_events acknowledges the buffer even when we leave
+                    # with an error or are cancelled: nothing of a batch that
+                    # did not finish may count as done.
+                    fence_off(batch)
+                    raise
                 yield len(batch)
         finally:
             await gap_reader.close()
@@ -189,84 +197,116 @@ def create_app(
             tp.partition for tp in app.consumer.assignment() if tp.topic == settings.topic
         }
 
+    def stored_next_offset(partition: int) -> int | None:
+        with current_partition(_Anchor(settings.topic, partition)):
+            raw = buckets.data.get(NEXT_OFFSET_KEY)
+        return decode_offset(raw) if raw is not None else None
+
+    fold_lock = asyncio.Lock()  # the agent and the idle-partition check take turns
+
     async def fold_batch(batch: list[Any]) -> None:
         # No folding while partitions move (processors/worker/fence.py): wait
         # until the rebalance and the tables' recovery are over, then fold
         # only what this generation fetched for partitions we hold.
         while app.rebalancing or not app.flow_control.is_active():
             await asyncio.sleep(REBALANCE_POLL_S)
-        generation, partitions = holding()
-        live, fenced = split_by_fence(batch, generation=generation, partitions=partitions)
-        fence_off(fenced)
-        by_partition: dict[int, list[Any]] = defaultdict(list)
-        for ev in live:
-            by_partition[ev.message.partition].append(ev)
-        # Where the state expects each partition to go on, and the runs
-        # Faust did not deliver, read from Kafka directly.
-        expected: dict[int, int | None] = {}
-        missing: dict[int, list[Any]] = {}
-        anchor: dict[int, Any] = {}  # an event of each partition, for the store
-        cuts: dict[int, int] = {}
-        for partition, evs in by_partition.items():
-            evs.sort(key=lambda ev: ev.message.offset)
-            anchor[partition] = evs[0]
-            with current_partition(evs[0]):
-                raw = buckets.data.get(NEXT_OFFSET_KEY)
-            expected[partition] = decode_offset(raw) if raw is not None else None
-            holes, _ = find_holes([ev.message.offset for ev in evs], expected[partition])
-            # A long run (a consumer group far ahead of the state) is folded
-            # in bounded steps rather than held in memory at once.
-            budget, cut = settings.worker_reread_max, None
-            for start, end in holes:
-                take = min(end - start, budget)
-                if take > 0:
-                    log.warning(
-                        "partition %d: offsets %d..%d were not delivered by the consumer; "
-                        "reading them from Kafka",
-                        partition,
-                        start,
-                        start + take - 1,
-                    )
-                    counters.reread += take
-                    budget -= take
-                    missing.setdefault(partition, []).extend(
-                        await gap_reader.read(partition, start, start + take)
-                    )
-                if take < end - start:
-                    cut = start + take
+        async with fold_lock:
+            held = holding()
+            live, fenced = split_by_fence(batch, generation=held[0], partitions=held[1])
+            fence_off(fenced)
+            by_partition: dict[int, list[Any]] = defaultdict(list)
+            for ev in live:
+                by_partition[ev.message.partition].append(ev)
+            now = datetime.now(UTC)
+            now_s = time.time()
+            for partition, evs in by_partition.items():
+                evs.sort(key=lambda ev: ev.message.offset)
+                if not await fold_partition_events(partition, evs, held, now, now_s):
+                    fence_off(live)  # partitions moved: fold no more of this batch
                     break
-            if cut is not None:
-                # A long run is folded in steps: the delivered events after the
-                # cut wait (unacknowledged) for the next batches to reach them.
-                fence_off([ev for ev in evs if ev.message.offset >= cut])
-                evs[:] = [ev for ev in evs if ev.message.offset < cut]
-                cuts[partition] = cut
-        if missing and (app.rebalancing or holding() != (generation, partitions)):
-            fence_off(live)  # partitions moved while we read: fold nothing
-            return
-        now = datetime.now(UTC)
-        now_s = time.time()
-        for partition, evs in by_partition.items():
-            with current_partition(anchor[partition]):
-                fold_run(
-                    partition, evs, missing.get(partition, []), expected[partition], now, now_s
-                )
-        # take_events acknowledges the batch once we return: not before its
-        # state is in the changelog.
-        await writes.settled()
-        for partition, cut in cuts.items():
-            # Have Faust deliver from the cut again, so the next batch comes
-            # even if no new event arrives (whatever it delivers, the state
-            # decides what is still missing).
-            tp = TP(settings.topic, partition)
-            if tp in app.consumer.assignment():
-                await app.consumer.seek(tp, cut)
+            # take_events acknowledges the batch once we return: not before
+            # its state is in the changelog.
+            await writes.settled()
+
+    async def fold_partition_events(
+        partition: int, evs: list[Any], held: tuple[int, set[int]], now: datetime, now_s: float
+    ) -> bool:
+        """Fold one partition's delivered events and the runs Faust did not deliver.
+
+        Everything is folded in offset order: delivered events up to a hole,
+        the hole read from Kafka, the next delivered events, and so on.
+        Returns False, having folded only a prefix, if partitions moved.
+        """
+        if app.rebalancing or holding() != held:
+            return False
+        anchor = evs[0]  # an event of the partition, for the store
+        stored = stored_next_offset(partition)
+        if stored is None:
+            # A partition without state starts at the log's first offset, not
+            # at whatever Faust happens to deliver first.
+            stored = await gap_reader.log_start(partition)
+        holes, after = find_holes([ev.message.offset for ev in evs], stored)
+        expected, i = stored, 0
+        for start, end in holes:
+            j = i
+            while j < len(evs) and evs[j].message.offset < start:
+                j += 1
+            if app.rebalancing or holding() != held:
+                return False
+            with current_partition(anchor):
+                fold_run(partition, evs[i:j], [], expected, start, now, now_s)
+            i, expected = j, start
+            log.warning(
+                "partition %d: offsets %d..%d were not delivered by the consumer; "
+                "reading them from Kafka",
+                partition,
+                start,
+                end - 1,
+            )
+            expected = await catch_up(partition, start, end, anchor, held, now, now_s)
+            if expected < end:
+                return False
+        if app.rebalancing or holding() != held:
+            return False
+        with current_partition(anchor):
+            fold_run(partition, evs[i:], [], expected, after or expected, now, now_s)
+        await asyncio.sleep(0)  # heartbeats and a revoke get a turn between partitions
+        return True
+
+    async def catch_up(
+        partition: int,
+        start: int,
+        end: int,
+        anchor: Any,
+        held: tuple[int, set[int]],
+        now: datetime,
+        now_s: float,
+    ) -> int:
+        """Fold ``[start, end)`` of a partition read from Kafka, in bounded steps.
+
+        Returns the offset reached: ``end``, or less if partitions moved.
+        Each step's state is in the changelog before the next is read, so a
+        long run never sits in memory at once.
+        """
+        pos = start
+        while pos < end:
+            take = min(end - pos, settings.worker_reread_max)
+            records = await gap_reader.read(partition, pos, pos + take)
+            if app.rebalancing or holding() != held:
+                return pos
+            with current_partition(anchor):
+                fold_run(partition, [], records, pos, pos + take, now, now_s)
+            counters.reread += take
+            await writes.settled()
+            pos += take
+        return pos
 
     def fold_run(
         partition: int,
         evs: list[Any],
         reread: list[Any],
-        expected: int | None,
+        expected: int,
+        next_offset: int,
         now: datetime,
         now_s: float,
     ) -> None:
@@ -275,8 +315,6 @@ def create_app(
             [(ev.message.offset, ev.value) for ev in evs] + [(r.offset, r.value) for r in reread],
             key=lambda pair: pair[0],
         )
-        if not raw:
-            return
         messages = []
         for offset, value in raw:
             try:
@@ -285,15 +323,52 @@ def create_app(
                 counters.invalid += 1
                 log.warning("skipping invalid event at %s/%s: %s", partition, offset, exc)
         result = fold_partition(messages, buckets, seen, now=now, now_s=now_s)
-        next_offset = raw[-1][0] + 1
-        if expected is None or next_offset > expected:
+        if next_offset > expected:
             buckets[NEXT_OFFSET_KEY] = encode_offset(next_offset)
+        folded_since_tick.add(partition)
         counters.counted += result.counted
         counters.duplicates += result.duplicates
         counters.replayed += result.replayed
         counters.outside_window += result.outside_window
         for key, rec in result.changed.items():
             view.note(key, rec.bucket)
+
+    idle_ticks: dict[int, int] = defaultdict(int)
+
+    async def nudge_idle_partitions() -> None:
+        """Read a held partition's backlog that Faust is not delivering.
+
+        Holes are found when Faust delivers a later event of the partition.
+        If Faust committed past unfolded events and the partition then went
+        quiet, nothing would be delivered. So a partition that folded
+        nothing for two ticks in a row while its state expects an offset
+        below the broker's high watermark is read from Kafka directly.
+        """
+        async with fold_lock:
+            held = holding()
+            for partition in held[1]:
+                idle_ticks[partition] = (
+                    0 if partition in folded_since_tick else idle_ticks[partition] + 1
+                )
+            folded_since_tick.clear()
+            now = datetime.now(UTC)
+            now_s = time.time()
+            for partition in sorted(held[1]):
+                if idle_ticks[partition] < 2:
+                    continue
+                highwater = app.consumer.highwater(TP(settings.topic, partition))
+                stored = stored_next_offset(partition)
+                if highwater is None or stored is None or stored >= highwater:
+                    continue
+                log.warning(
+                    "partition %d: state expects offset %d, the log ends at %d and nothing "
+                    "arrived; reading the rest from Kafka",
+                    partition,
+                    stored,
+                    highwater,
+                )
+                anchor = _Anchor(settings.topic, partition)
+                await catch_up(partition, stored, highwater, anchor, held, now, now_s)
 
     @app.timer(settings.stats_interval_s)
     async def publish() -> None:
@@ -314,6 +389,8 @@ def create_app(
             )
         for hrow in pub.hourly:
             hourly_topic.send_soon(key=hrow.model.encode(), value=encode_row(hrow))
+        if not app.rebalancing and app.flow_control.is_active():
+            await nudge_idle_partitions()
         expired.extend(pub.expired)
         # No deletes while partitions are moving: a later tick does them.
         for key in expired if not app.rebalancing else ():
@@ -353,6 +430,28 @@ def create_app(
             _drop(seen, k, partition)
 
     return app
+
+
+class _Anchor:
+    """Stands in for an event of a partition where the table needs one.
+
+    Faust's table and store read the current event's ``message.topic`` and
+    ``message.partition`` (to pick the RocksDB partition and the changelog
+    partition); nothing else.
+    """
+
+    __slots__ = ("__weakref__", "message")
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.message = _AnchorMessage(topic, partition)
+
+
+class _AnchorMessage:
+    __slots__ = ("partition", "topic")
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.topic = topic
+        self.partition = partition
 
 
 @contextlib.contextmanager

@@ -63,6 +63,13 @@ class GapReader:
                     if start <= record.offset < end:
                         out.append(record)
 
+    async def log_start(self, partition: int) -> int:
+        """The partition's first offset the broker still has."""
+        async with self._lock:
+            consumer = await self._ensure()
+            tp = TopicPartition(self._topic, partition)
+            return int((await consumer.beginning_offsets([tp]))[tp])
+
     async def _ensure(self) -> AIOKafkaConsumer:
         if self._consumer is None:
             consumer = AIOKafkaConsumer(

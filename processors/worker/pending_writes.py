@@ -20,7 +20,8 @@ __all__ = ["PendingWrites"]
 
 
 class PendingWrites:
-    def __init__(self) -> None:
+    def __init__(self, timeout_s: float = 120.0) -> None:
+        self._timeout_s = timeout_s
         self._pending: set[asyncio.Future[Any]] = set()
         self._error: BaseException | None = None
 
@@ -43,12 +44,22 @@ class PendingWrites:
     async def settled(self) -> None:
         """Return once every write added so far is acknowledged.
 
-        A failed write raises here, even if it failed before the call: the
-        caller must not acknowledge events whose state did not reach the
-        changelog.
+        A failed write raises here, even if it failed before the call, and
+        in every later call: the caller must not acknowledge events whose
+        state did not reach the changelog. Writes that stay unacknowledged
+        past the timeout raise ``TimeoutError`` (the broker or the producer
+        is stuck; the worker should stop rather than wait forever).
         """
+        deadline = asyncio.get_running_loop().time() + self._timeout_s
         while self._pending:
-            await asyncio.wait(list(self._pending))
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise TimeoutError(
+                    f"{len(self._pending)} changelog writes not acknowledged "
+                    f"within {self._timeout_s:.0f} s"
+                )
+            await asyncio.wait(list(self._pending), timeout=left)
         if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+            # Kept, not cleared: every waiter (the agent and a revoke) must
+            # see it, and this worker must not acknowledge anything again.
+            raise self._error
