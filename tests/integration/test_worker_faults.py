@@ -195,3 +195,41 @@ def test_committed_offsets_ahead_of_the_state_lose_nothing(
     assert int(re.findall(rb"reread=(\d+)", text)[-1]) >= skipped
     if share == 1.0:  # nothing was delivered: the idle check found the backlog
         assert b"nothing arrived; reading the rest from Kafka" in text
+
+
+def test_worker_on_a_new_disk_still_drops_duplicates_of_what_it_never_saw(
+    kafka_bootstrap: str, clickhouse: Any, clickhouse_dsn: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """A worker that starts with an empty state dir (a replaced machine, a
+    rescheduled pod) restores everything from the changelogs: the buckets,
+    each partition's expected offset and the `seen` ids. Resent copies of
+    events counted by the first worker are not counted again."""
+    settings = settings_for(topic_prefix)
+    env = settings_env(settings, kafka_bootstrap, tmp_path / "data")
+    unique = synthetic_events(30_000, seed=41)
+    half = len(unique) // 2
+    _produce(kafka_bootstrap, settings, unique[:half])
+    with SinkThread(settings, clickhouse_dsn, kafka_bootstrap, f"{topic_prefix}-sink") as sink:
+        first = WorkerProcess(env, tmp_path / "disk-one", tmp_path / "one.log")
+        first.start()
+        try:
+            wait_exact(clickhouse, wanted_counts(unique[:half]), what="the first half counted")
+        finally:
+            first.stop()
+        # Gateways resend a tenth of what was already counted, then the rest arrives.
+        resent = random.Random(42).sample(unique[:half], half // 10)
+        _produce(kafka_bootstrap, settings, resent + unique[half:])
+        second = WorkerProcess(env, tmp_path / "disk-two", tmp_path / "two.log")
+        second.start()
+        try:
+            wait_exact(clickhouse, wanted_counts(unique), what="exact counts on the new disk")
+            wait_for(
+                lambda: re.findall(rb"duplicates=(\d+)", (tmp_path / "two.log").read_bytes()),
+                timeout=60,
+                what="the new worker to log its counters",
+            )
+        finally:
+            second.stop()
+        dups = int(re.findall(rb"duplicates=(\d+)", (tmp_path / "two.log").read_bytes())[-1])
+        assert dups == len(resent)
+        assert sink.error is None
