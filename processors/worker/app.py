@@ -197,6 +197,10 @@ def create_app(
             tp.partition for tp in app.consumer.assignment() if tp.topic == settings.topic
         }
 
+    def moved(held: tuple[int, set[int]]) -> bool:
+        """Whether partitions moved (or are moving) since ``held`` was taken."""
+        return bool(app.rebalancing) or holding() != held
+
     def stored_next_offset(partition: int) -> int | None:
         with current_partition(_Anchor(settings.topic, partition)):
             raw = buckets.data.get(NEXT_OFFSET_KEY)
@@ -217,11 +221,9 @@ def create_app(
             by_partition: dict[int, list[Any]] = defaultdict(list)
             for ev in live:
                 by_partition[ev.message.partition].append(ev)
-            now = datetime.now(UTC)
-            now_s = time.time()
             for partition, evs in by_partition.items():
                 evs.sort(key=lambda ev: ev.message.offset)
-                if not await fold_partition_events(partition, evs, held, now, now_s):
+                if not await fold_partition_events(partition, evs, held):
                     fence_off(live)  # partitions moved: fold no more of this batch
                     break
             # take_events acknowledges the batch once we return: not before
@@ -229,7 +231,7 @@ def create_app(
             await writes.settled()
 
     async def fold_partition_events(
-        partition: int, evs: list[Any], held: tuple[int, set[int]], now: datetime, now_s: float
+        partition: int, evs: list[Any], held: tuple[int, set[int]]
     ) -> bool:
         """Fold one partition's delivered events and the runs Faust did not deliver.
 
@@ -237,9 +239,8 @@ def create_app(
         the hole read from Kafka, the next delivered events, and so on.
         Returns False, having folded only a prefix, if partitions moved.
         """
-        if app.rebalancing or holding() != held:
+        if moved(held):
             return False
-        anchor = evs[0]  # an event of the partition, for the store
         stored = stored_next_offset(partition)
         if stored is None:
             # A partition without state starts at the log's first offset, not
@@ -251,11 +252,10 @@ def create_app(
             j = i
             while j < len(evs) and evs[j].message.offset < start:
                 j += 1
-            if app.rebalancing or holding() != held:
+            if moved(held):
                 return False
-            with current_partition(anchor):
-                fold_run(partition, evs[i:j], [], expected, start, now, now_s)
-            i, expected = j, start
+            fold_run(partition, delivered(evs[i:j]), expected, start)
+            i = j
             log.warning(
                 "partition %d: offsets %d..%d were not delivered by the consumer; "
                 "reading them from Kafka",
@@ -263,25 +263,19 @@ def create_app(
                 start,
                 end - 1,
             )
-            expected = await catch_up(partition, start, end, anchor, held, now, now_s)
+            expected = await catch_up(partition, start, end, held)
             if expected < end:
                 return False
-        if app.rebalancing or holding() != held:
+        if moved(held):
             return False
-        with current_partition(anchor):
-            fold_run(partition, evs[i:], [], expected, after or expected, now, now_s)
+        fold_run(partition, delivered(evs[i:]), expected, after or expected)
         await asyncio.sleep(0)  # heartbeats and a revoke get a turn between partitions
         return True
 
-    async def catch_up(
-        partition: int,
-        start: int,
-        end: int,
-        anchor: Any,
-        held: tuple[int, set[int]],
-        now: datetime,
-        now_s: float,
-    ) -> int:
+    def delivered(evs: list[Any]) -> list[tuple[int, bytes]]:
+        return [(ev.message.offset, ev.value) for ev in evs]
+
+    async def catch_up(partition: int, start: int, end: int, held: tuple[int, set[int]]) -> int:
         """Fold ``[start, end)`` of a partition read from Kafka, in bounded steps.
 
         Returns the offset reached: ``end``, or less if partitions moved.
@@ -292,39 +286,31 @@ def create_app(
         while pos < end:
             take = min(end - pos, settings.worker_reread_max)
             records = await gap_reader.read(partition, pos, pos + take)
-            if app.rebalancing or holding() != held:
+            if moved(held):
                 return pos
-            with current_partition(anchor):
-                fold_run(partition, [], records, pos, pos + take, now, now_s)
+            fold_run(partition, [(r.offset, r.value) for r in records], pos, pos + take)
             counters.reread += take
             await writes.settled()
             pos += take
         return pos
 
     def fold_run(
-        partition: int,
-        evs: list[Any],
-        reread: list[Any],
-        expected: int,
-        next_offset: int,
-        now: datetime,
-        now_s: float,
+        partition: int, run: list[tuple[int, bytes]], expected: int, next_offset: int
     ) -> None:
-        """Fold one partition's delivered events and re-read runs, in offset order."""
-        raw = sorted(
-            [(ev.message.offset, ev.value) for ev in evs] + [(r.offset, r.value) for r in reread],
-            key=lambda pair: pair[0],
-        )
+        """Fold one partition's (offset, value) run, in offset order, and move its state on."""
         messages = []
-        for offset, value in raw:
+        for offset, value in run:
             try:
                 messages.append(Message(partition, offset, decode_event(value)))
             except InvalidEvent as exc:
                 counters.invalid += 1
                 log.warning("skipping invalid event at %s/%s: %s", partition, offset, exc)
-        result = fold_partition(messages, buckets, seen, now=now, now_s=now_s)
-        if next_offset > expected:
-            buckets[NEXT_OFFSET_KEY] = encode_offset(next_offset)
+        with current_partition(_Anchor(settings.topic, partition)):
+            result = fold_partition(
+                messages, buckets, seen, now=datetime.now(UTC), now_s=time.time()
+            )
+            if next_offset > expected:
+                buckets[NEXT_OFFSET_KEY] = encode_offset(next_offset)
         folded_since_tick.add(partition)
         counters.counted += result.counted
         counters.duplicates += result.duplicates
@@ -351,8 +337,6 @@ def create_app(
                     0 if partition in folded_since_tick else idle_ticks[partition] + 1
                 )
             folded_since_tick.clear()
-            now = datetime.now(UTC)
-            now_s = time.time()
             for partition in sorted(held[1]):
                 if idle_ticks[partition] < 2:
                     continue
@@ -367,8 +351,7 @@ def create_app(
                     stored,
                     highwater,
                 )
-                anchor = _Anchor(settings.topic, partition)
-                await catch_up(partition, stored, highwater, anchor, held, now, now_s)
+                await catch_up(partition, stored, highwater, held)
 
     @app.timer(settings.stats_interval_s)
     async def publish() -> None:
