@@ -11,13 +11,15 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from processors.sql_guard import ReadOnlyViolation, check_ast
 from schemas.errors import ConfigError, OperationalError
 
-__all__ = ["ClickHouse", "connect", "describe_dsn"]
+__all__ = ["ClickHouse", "ReadLimits", "connect", "describe_dsn"]
 
 log = logging.getLogger(__name__)
 _SCHEMES = ("chdb", "http", "https")
@@ -59,15 +61,41 @@ class ClickHouse:
     (chDB or HTTP) only decides how the client is built.
     """
 
-    def __init__(self, client: Any, dsn: str) -> None:
+    def __init__(self, client: Any, dsn: str, *, readonly: bool = False) -> None:
         self._client = client
         self.dsn = dsn
+        #: every query is checked by ``processors.sql_guard`` before it runs
+        self.readonly = readonly
 
     @property
     def is_embedded(self) -> bool:
         return urlsplit(self.dsn).scheme == "chdb"
 
+    def check_read(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
+        """Refuse (``QueryError``) a query that read-only SQL does not allow.
+
+        The engine parses the query (``EXPLAIN AST`` runs nothing) and
+        ``check_ast`` decides on that tree; a query the engine cannot parse is
+        refused with the engine's own message.
+        """
+        try:
+            result = self._client.query(f"EXPLAIN AST\n{sql}", parameters=parameters)
+            lines = [str(row[0]) for row in result.result_rows]
+        except Exception as exc:
+            if not self.is_embedded:
+                raise _wrap(exc, "EXPLAIN") from exc
+            # In-process, the engine cannot be down: the query itself did not parse
+            # (a syntax error, or several statements).
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise QueryError(f"read-only SQL: the query could not be checked: {first}") from None
+        try:
+            check_ast(lines)
+        except ReadOnlyViolation as exc:
+            raise QueryError(str(exc)) from None
+
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        if self.readonly:
+            self.check_read(sql, parameters)
         try:
             return self._client.command(sql, parameters=parameters)
         except Exception as exc:
@@ -77,6 +105,8 @@ class ClickHouse:
         self, sql: str, parameters: dict[str, Any] | None = None
     ) -> tuple[list[str], list[str], list[tuple[Any, ...]]]:
         """Column names, ClickHouse type names and rows (read in full, errors wrapped)."""
+        if self.readonly:
+            self.check_read(sql, parameters)
         try:
             result = self._client.query(sql, parameters=parameters)
             rows = list(result.result_rows)
@@ -145,18 +175,49 @@ class QueryError(ConfigError):
     """ClickHouse refused a statement (syntax, unknown table, read-only, ...)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ReadLimits:
+    """Bounds on one read-only query, so that no reader can starve the writer.
+
+    The defaults come from ``Settings`` (``TELEMETRY_SQL_*``).
+    """
+
+    timeout_s: float = 30.0
+    max_memory: int = 2 << 30
+    max_result_rows: int = 1_000_000
+
+    def session_settings(self) -> dict[str, Any]:
+        return {
+            "max_execution_time": self.timeout_s,
+            "max_memory_usage": self.max_memory,
+            "max_result_rows": self.max_result_rows,
+            "result_overflow_mode": "throw",
+        }
+
+
 def connect(
-    dsn: str, *, settings: dict[str, Any] | None = None, readonly: bool = False
+    dsn: str,
+    *,
+    settings: dict[str, Any] | None = None,
+    readonly: bool = False,
+    limits: ReadLimits | None = None,
 ) -> ClickHouse:
     """Validate the DSN, then connect. Keyword-only beyond the DSN; no queries run.
 
-    ``readonly`` gives a client whose session refuses writes and DDL
-    (``readonly=2``: settings may still change, data may not). In chDB,
-    settings stick to the session, so read-only is a property of the client,
-    never of one query.
+    ``readonly`` gives a client for other people's SQL: its session is
+    ``readonly=1`` (no writes, no DDL, no setting may change, not even per
+    query), bounded by ``limits`` (set before ``readonly``, which then
+    freezes them), its database is ``telemetry``, and every query passes
+    ``processors.sql_guard`` first. In chDB, settings stick to the session
+    (one handle per client), so read-only is a property of the client, never
+    of one query.
     """
+    client_kwargs: dict[str, Any] = {}
     if readonly:
-        settings = {**(settings or {}), "readonly": 2}
+        # Order matters: each setting is applied with SET, and readonly=1 refuses later ones.
+        settings = {**(settings or {}), **(limits or ReadLimits()).session_settings()}
+        settings["readonly"] = 1
+        client_kwargs["database"] = "telemetry"
     validate_dsn(dsn)
     import clickhouse_connect
     from clickhouse_connect.driver import exceptions as chx
@@ -166,7 +227,9 @@ def connect(
         path.mkdir(parents=True, exist_ok=True)
     try:
         with _quiet_stderr(path is not None):
-            client = clickhouse_connect.get_client(dsn=dsn, settings=settings or {})
+            client = clickhouse_connect.get_client(
+                dsn=dsn, settings=settings or {}, **client_kwargs
+            )
     except chx.OperationalError as exc:
         del exc
         raise OperationalError(
@@ -185,7 +248,7 @@ def connect(
         raise ConfigError(
             f"TELEMETRY_CLICKHOUSE={describe_dsn(dsn)!r}: {str(exc).splitlines()[0]}"
         ) from None
-    return ClickHouse(client, dsn)
+    return ClickHouse(client, dsn, readonly=readonly)
 
 
 @contextlib.contextmanager

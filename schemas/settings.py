@@ -64,6 +64,18 @@ class Settings(BaseSettings):
         ge=1,
         description="events a worker reads straight from Kafka per step, when Faust skipped some",
     )
+    sql_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="longest a read-only query (telemetry sql, the control socket) may run",
+    )
+    sql_max_memory: int = Field(
+        default=2 << 30, ge=64 << 20, description="memory one read-only query may use, in bytes"
+    )
+    sql_max_result_rows: int = Field(
+        default=1_000_000, ge=1, description="rows one read-only query may return"
+    )
     ingest_tokens: SecretStr | None = Field(
         default=None, description="comma-separated sha256 hex digests of accepted bearer tokens"
     )

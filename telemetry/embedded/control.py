@@ -3,8 +3,11 @@
 chDB admits one process per data directory. The running process listens on
 ``DATA_DIR/control.sock`` (a Unix socket, owner-only permissions) and answers
 read-only queries; `telemetry stats` and `telemetry sql` route to it when they
-find the directory owned. Writes are refused by ClickHouse itself
-(a ``readonly`` session), not by parsing SQL.
+find the directory owned. Queries run on the read-only client
+(``processors.clickhouse.connect(readonly=True)``): a ``readonly=1`` session
+bounded in time, memory and result rows, each query checked on the engine's
+own parse by ``processors.sql_guard`` (docs/queries.md says what is allowed).
+A client that goes away takes its query with it: the query is killed.
 
 Protocol: one JSON object per line each way.
 ``{"op": "query", "sql": ..., "params": {...}}`` ->
@@ -15,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import secrets
 import socket
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +34,9 @@ from schemas.errors import OperationalError, TelemetryError
 from schemas.settings import Settings
 from telemetry.embedded.serial import SerialStore
 
-__all__ = ["ControlClient", "open_reader", "serve_control", "socket_path"]
+__all__ = ["ControlClient", "kill_control_queries", "open_reader", "serve_control", "socket_path"]
+
+log = logging.getLogger(__name__)
 
 _MAX_REQUEST = 1 << 20
 
@@ -41,6 +48,51 @@ def socket_path(data_dir: Path) -> Path:
 def _query(ch: ClickHouse, sql: str, params: dict[str, Any] | None) -> dict[str, Any]:
     names, types, rows = ch.query_typed(sql, params)
     return {"columns": names, "types": types, "rows": rows}
+
+
+_TAG = "/* control "
+
+
+def _kill(ch: ClickHouse, tag: str) -> None:
+    """Stop the query carrying ``tag`` (on the writer: a reader may not KILL)."""
+    ch.command(
+        "KILL QUERY WHERE startsWith(query, concat({p:String}, {t:String})) ASYNC",
+        {"p": _TAG, "t": tag},
+    )
+
+
+def kill_control_queries(ch: ClickHouse) -> None:
+    """Stop every query the control socket started (the service is stopping)."""
+    ch.command("KILL QUERY WHERE startsWith(query, {p:String}) ASYNC", {"p": _TAG})
+
+
+async def _answer(
+    store: SerialStore, sql: str, params: dict[str, Any] | None, reader: asyncio.StreamReader
+) -> dict[str, Any] | None:
+    """The query's answer, or None when its client hung up first (the query is killed).
+
+    A leading comment tags the query so that ``system.processes`` can find it;
+    the tag is random, so no other client can aim a KILL at it.
+    """
+    tag = secrets.token_hex(12)
+    query = asyncio.ensure_future(store.run(_query, f"{_TAG}{tag} */ {sql}", params, read=True))
+    gone = asyncio.ensure_future(reader.read(1))
+    try:
+        while True:
+            await asyncio.wait({query, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if query.done():
+                return query.result()
+            if gone.result() == b"":  # EOF: the client closed its end
+                break
+            gone = asyncio.ensure_future(reader.read(1))  # stray bytes: keep watching
+    finally:
+        gone.cancel()
+    log.info("control: client went away; killing its query")
+    with contextlib.suppress(TelemetryError):
+        await store.run(_kill, tag)
+    with contextlib.suppress(Exception):  # its answer has no one to go to
+        await query
+    return None
 
 
 def _default(value: Any) -> Any:
@@ -56,17 +108,23 @@ async def serve_control(store: SerialStore, path: Path) -> asyncio.AbstractServe
         path.unlink()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # the service is stopping
+            await _handle(reader, writer)
+
+    async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await reader.readline()
             try:
                 req = orjson.loads(line[:_MAX_REQUEST])
                 if req.get("op") != "query":
                     raise ValueError(f"unknown op {req.get('op')!r}")
-                answer = await store.run(_query, str(req["sql"]), req.get("params"), read=True)
+                answer = await _answer(store, str(req["sql"]), req.get("params"), reader)
             except TelemetryError as exc:
                 answer = {"error": str(exc)}
             except (ValueError, KeyError, TypeError) as exc:
                 answer = {"error": f"bad request: {exc}"}
+            if answer is None:
+                return
             writer.write(orjson.dumps(answer, default=_default) + b"\n")
             await writer.drain()
         finally:

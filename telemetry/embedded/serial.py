@@ -1,15 +1,23 @@
-"""One chDB handle shared by the HTTP door, the refresh loop, exports and the control socket.
+"""The chDB handles shared by the HTTP door, the refresh loop, exports and the control socket.
 
-chDB is one engine per process and its handle is not meant for concurrent
-use, so every access goes through one lock, on a worker thread, off the
-event loop.
+chDB is one engine per process; each client is a handle of its own, and a
+handle is not meant for concurrent use. So the writer (inserts, refreshes,
+exports) has one lock, and reads of other people's SQL (the control socket)
+take one of a few read-only handles from a pool, on threads of their own (so
+that reads waiting for a handle never take the threads the writer needs).
+Nothing runs on the event loop. The engine runs queries of different handles
+side by side, so a slow read holds back neither an insert nor another shell's
+`telemetry stats`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from processors.clickhouse import ClickHouse
@@ -20,20 +28,41 @@ T = TypeVar("T")
 
 
 class SerialStore:
-    def __init__(self, ch: ClickHouse, reader: ClickHouse | None = None) -> None:
+    def __init__(self, ch: ClickHouse, readers: Sequence[ClickHouse] = ()) -> None:
         self.ch = ch
-        self.reader = reader or ch
         self._lock = threading.Lock()
+        self._readers: queue.SimpleQueue[ClickHouse] | None = None
+        self._read_pool: ThreadPoolExecutor | None = None
+        if readers:
+            self._readers = queue.SimpleQueue()
+            for reader in readers:
+                self._readers.put(reader)
+            self._read_pool = ThreadPoolExecutor(len(readers), thread_name_prefix="reader")
+        #: writer calls waiting or running (the HTTP door's backpressure)
         self.waiting = 0
 
     def call(self, fn: Callable[..., T], *args: Any, read: bool = False) -> T:
-        with self._lock:
-            return fn(self.reader if read else self.ch, *args)
+        if not read or self._readers is None:
+            with self._lock:
+                return fn(self.ch, *args)
+        reader = self._readers.get()
+        try:
+            return fn(reader, *args)
+        finally:
+            self._readers.put(reader)
 
     async def run(self, fn: Callable[..., T], *args: Any, read: bool = False) -> T:
-        """``read=True`` runs ``fn`` on the read-only client."""
+        """``read=True`` runs ``fn`` on a free read-only handle (the writer if there are none)."""
+        if read:
+            call = functools.partial(self.call, fn, *args, read=True)
+            return await asyncio.get_running_loop().run_in_executor(self._read_pool, call)
         self.waiting += 1
         try:
-            return await asyncio.to_thread(lambda: self.call(fn, *args, read=read))
+            return await asyncio.to_thread(self.call, fn, *args)
         finally:
             self.waiting -= 1
+
+    def close(self) -> None:
+        """Stop the read threads (call once no read is running)."""
+        if self._read_pool is not None:
+            self._read_pool.shutdown(wait=False, cancel_futures=True)

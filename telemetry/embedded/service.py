@@ -25,16 +25,19 @@ from collector.http.app import IngestLimits, create_app
 from processors.clickhouse import connect
 from processors.embedded.refresh import RefreshReport, refresh
 from processors.export.run import ExportOptions, ExportReport, export_once
-from processors.store import open_store
+from processors.store import open_store, read_limits
 from schemas.errors import ConfigError, TelemetryError
 from schemas.settings import Settings
-from telemetry.embedded.control import serve_control, socket_path
+from telemetry.embedded.control import kill_control_queries, serve_control, socket_path
 from telemetry.embedded.handoff import StoreHandoff
 from telemetry.embedded.serial import SerialStore
 
 __all__ = ["RunConfig", "run_embedded"]
 
 log = logging.getLogger(__name__)
+
+#: Read-only handles for the control socket: this many reads run at once.
+READERS = 4
 
 
 @dataclass
@@ -78,7 +81,11 @@ async def run_embedded(
 ) -> None:
     auth = resolve_auth(settings, config)
     writer = open_store(settings)
-    store = SerialStore(writer, connect(settings.clickhouse_dsn, readonly=True))
+    limits = read_limits(settings)
+    readers = [
+        connect(settings.clickhouse_dsn, readonly=True, limits=limits) for _ in range(READERS)
+    ]
+    store = SerialStore(writer, readers)
     handoff = StoreHandoff(store)
     app = create_app(handoff=handoff, auth=auth, registry=CollectorRegistry(), limits=config.limits)
     runner = web.AppRunner(app, access_log=None)
@@ -137,6 +144,9 @@ async def run_embedded(
     finally:
         on_event("stopping: finishing requests in progress")
         control.close()
+        # Reads through the socket end now, not at their time bound: SIGTERM ends us in seconds.
+        with contextlib.suppress(TelemetryError):
+            await store.run(kill_control_queries)
         await runner.cleanup()
         for t in tasks:
             t.cancel()
@@ -145,3 +155,4 @@ async def run_embedded(
             await store.run(refresh)
         with contextlib.suppress(FileNotFoundError):
             socket_path(settings.data_dir).unlink()
+        store.close()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import re
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -14,77 +11,9 @@ from pathlib import Path
 import orjson
 import pytest
 from pipeline_util import expected_counts, synthetic_events, wait_for
+from run_util import RunProcess, cli, run_env
 
 pytestmark = pytest.mark.integration
-
-
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_")}
-
-
-class RunProcess:
-    def __init__(self, cwd: Path) -> None:
-        self.cwd = cwd
-        self.log = cwd / "run.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
-
-    def start(self) -> None:
-        seen = self.log.stat().st_size if self.log.exists() else 0
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "telemetry.cli",
-                "run",
-                "--port",
-                "0",
-                "--refresh-every",
-                "1",
-                "--export-every",
-                "0",
-            ],
-            cwd=self.cwd,
-            env=_env(),
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-
-        def listening() -> str | None:
-            found = re.findall(rb"POST (http://\S+/v1/events)", self.log.read_bytes()[seen:])
-            return found[-1].decode() if found else None
-
-        self.url = wait_for(listening, timeout=60, what="telemetry run to listen")
-
-    def post(self, docs: list[dict[str, object]]) -> dict[str, object]:
-        body = b"\n".join(orjson.dumps(d) for d in docs)
-        req = urllib.request.Request(
-            self.url, data=body, headers={"Content-Type": "application/x-ndjson"}
-        )
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            assert resp.status == 200
-            return orjson.loads(resp.read())
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(60)
-
-
-def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "telemetry.cli", *args],
-        cwd=cwd,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_run_survives_sigkill_and_answers_other_shells(tmp_path: Path) -> None:
@@ -123,11 +52,11 @@ def test_run_survives_sigkill_and_answers_other_shells(tmp_path: Path) -> None:
         wait_for(stats_match, timeout=60, what="stats from the running process to be exact")
 
         refused = cli(tmp_path, "sql", "DROP TABLE telemetry.requests")
-        assert refused.returncode != 0 and "readonly" in refused.stderr.lower()
+        assert refused.returncode != 0 and "read-only" in refused.stderr.lower()
         second = subprocess.run(
             [sys.executable, "-m", "telemetry.cli", "run", "--port", "0"],
             cwd=tmp_path,
-            env=_env(),
+            env=run_env(),
             capture_output=True,
             text=True,
             timeout=120,
