@@ -14,13 +14,14 @@ from typing import Any
 import orjson
 
 from schemas.event import RequestEvent
+from schemas.redact import redact_rejected
 
 __all__ = ["DLQ_RAW_LIMIT", "Record", "dead_letter_value", "encode_record", "raw_bytes"]
 
 #: (topic, key, value)
 Record = tuple[str, bytes, bytes]
 
-#: The DLQ keeps at most this many bytes of the rejected input.
+#: The DLQ keeps at most this many bytes of the rejected input's redacted form.
 DLQ_RAW_LIMIT = 8 * 1024
 
 _OPTS = orjson.OPT_UTC_Z
@@ -32,7 +33,10 @@ def encode_record(event: RequestEvent, topic: str) -> Record:
 
 
 def raw_bytes(item: Any) -> bytes:
-    """Best-effort bytes of something that failed validation, for the dead-letter record."""
+    """Best-effort bytes of something that failed validation, for the dead-letter record.
+
+    Not yet what is kept: ``dead_letter_value`` redacts them.
+    """
     if isinstance(item, bytes | bytearray | memoryview):
         return bytes(item)
     if isinstance(item, str):
@@ -52,15 +56,20 @@ def dead_letter_value(
     raw: bytes,
     received_at: datetime | None = None,
 ) -> bytes:
-    """The JSON document written to the dead-letter topic for one rejected input."""
-    truncated = len(raw) > DLQ_RAW_LIMIT
+    """The JSON document written to the dead-letter topic for one rejected input.
+
+    ``raw`` is kept only in its redacted form (``schemas.redact``): a rejected
+    line may carry prompt text, and the topic outlives the request.
+    ``raw_truncated`` says the kept form is not the input byte for byte.
+    """
+    kept = redact_rejected(raw)
     doc = {
         "received_at": received_at or datetime.now(UTC),
         "source": source,
         "index": index,
         "field": field,
         "reason": reason,
-        "raw": raw[:DLQ_RAW_LIMIT].decode("utf-8", "replace"),
-        "raw_truncated": truncated,
+        "raw": kept[:DLQ_RAW_LIMIT].decode("utf-8", "replace"),
+        "raw_truncated": kept[:DLQ_RAW_LIMIT] != raw,
     }
     return orjson.dumps(doc, option=_OPTS)

@@ -11,12 +11,17 @@ import orjson
 from collector.topics import ensure_topics, unreachable
 from schemas.codec import encode_event
 from schemas.event import RequestEvent
+from schemas.redact import redact_rejected
 
 __all__ = ["EventProducer", "dlq_record", "ensure_topics", "produce_events", "unreachable"]
 
 
 def dlq_record(*, source: str, location: str, field: str, reason: str, raw: bytes) -> bytes:
-    """The dead-letter message: the rejected bytes with where they came from and why."""
+    """The dead-letter message: the rejected input with where it came from and why.
+
+    Only the redacted form of ``raw`` is sent (``schemas.redact``): a rejected
+    line may carry prompt text, which must not outlive the request.
+    """
     return orjson.dumps(
         {
             "received_at": datetime.now(UTC).isoformat(),
@@ -24,7 +29,7 @@ def dlq_record(*, source: str, location: str, field: str, reason: str, raw: byte
             "location": location,
             "field": field,
             "reason": reason,
-            "raw": raw[: 16 * 1024].decode("utf-8", "replace"),
+            "raw": redact_rejected(raw)[: 16 * 1024].decode("utf-8", "replace"),
         }
     )
 

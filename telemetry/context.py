@@ -1,4 +1,8 @@
-"""What every subcommand shares: the settings, and one-line errors for expected failures."""
+"""What every subcommand shares: the settings, and one-line errors for expected failures.
+
+Data-derived text printed on ``console`` / ``err_console`` goes through
+``telemetry.safe_text.safe_text`` (no markup, no control characters).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,11 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from schemas.errors import ConfigError, TelemetryError
 from schemas.settings import Settings
+from telemetry.safe_text import safe_text
 
 __all__ = ["console", "err_console", "fail", "settings_from"]
 
@@ -25,8 +31,13 @@ def settings_from(ctx: typer.Context) -> Settings:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print one line saying what to fix, and exit non-zero: no traceback."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print one line saying what to fix, and exit non-zero: no traceback.
+
+    ``message`` is taken literally (no markup): it often quotes data, such as
+    a server's error about a query or a file name.
+    """
+    line = Text.assemble(Text("error:", style="bold red"), " ", safe_text(message))
+    err_console.print(line, highlight=False, soft_wrap=True)
     sys.exit(code)
 
 

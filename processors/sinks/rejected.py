@@ -1,4 +1,8 @@
-"""Rejected input into ``telemetry.rejected``: kept with its reason, never silently lost."""
+"""Rejected input into ``telemetry.rejected``: kept with its reason, never silently lost.
+
+Kept is the redacted form of the input (``schemas.redact``): its contract
+fields, never text beside them such as a ``prompt``.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from processors.clickhouse import ClickHouse
+from schemas.redact import redact_rejected
 
 __all__ = ["MAX_RAW_KEPT", "Rejected", "write_rejected"]
 
-#: Rejected bytes kept per item; enough to debug an emitter, bounded against abuse.
+#: Bytes of the redacted form kept per item; enough to debug an emitter, bounded against abuse.
 MAX_RAW_KEPT = 16 * 1024
 _COLUMNS = ("source", "location", "field", "reason", "raw")
 
@@ -24,7 +29,8 @@ class Rejected:
     raw: bytes
 
     def row(self) -> tuple[str, str, str, str, str]:
-        raw = self.raw[:MAX_RAW_KEPT].decode("utf-8", "replace")
+        """The table row; ``raw`` holds the input's redacted form, never the input."""
+        raw = redact_rejected(self.raw)[:MAX_RAW_KEPT].decode("utf-8", "replace")
         return (self.source, self.location, self.field, self.reason, raw)
 
 

@@ -13,6 +13,7 @@ import typer
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from processors.embedded.ingest import ingest_lines
 from processors.export.document import display_strings, honest_figures
@@ -24,6 +25,7 @@ from processors.store import open_store
 from schemas.settings import Settings
 from telemetry.context import console, err_console, fail, settings_from
 from telemetry.embedded.service import RunConfig, run_embedded
+from telemetry.safe_text import safe_text
 
 MIN_SAMPLE = 100
 
@@ -99,6 +101,7 @@ async def _live(settings: Settings, sim: Simulator, seconds: float, rate: float)
 
 
 def _page_block(row: dict[str, Any]) -> Panel:
+    """A model's page block; the model name is the sender's text, shown literally."""
     figures, _ = honest_figures(row, MIN_SAMPLE)
     d = display_strings(figures)
     head = Table.grid(padding=(0, 3))
@@ -115,7 +118,8 @@ def _page_block(row: dict[str, Any]) -> Panel:
     body.add_row("")
     body.add_row("[bold]Performance[/]")
     body.add_row(perf)
-    return Panel(body, title=f"[bold]{row['model']}[/]", title_align="left", expand=False)
+    title = safe_text(row["model"], style="bold")
+    return Panel(body, title=title, title_align="left", expand=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -142,8 +146,13 @@ def register(app: typer.Typer) -> None:
         started = time.perf_counter()
         sim = Simulator(seed=random.randrange(1 << 30) if seed is None else seed)
         console.print(
-            f"[bold]telemetry demo[/]: {events:,} events over {days:g} days, then "
-            f"{live:g} s live at {rate:g}/s, in {settings.data_dir}",
+            Text.assemble(
+                Text("telemetry demo", style="bold"),
+                safe_text(
+                    f": {events:,} events over {days:g} days, then "
+                    f"{live:g} s live at {rate:g}/s, in {settings.data_dir}"
+                ),
+            ),
             highlight=False,
         )
         _backfill(settings, sim, days, events)
@@ -164,10 +173,10 @@ def register(app: typer.Typer) -> None:
         )
         for row in rows:
             console.print(_page_block(row))
-        console.print(
-            f"{len(rows)} models; export of {len(report.written)} models in {out}\n"
-            f"open {out / 'index.html'} in a browser for the model pages and charts\n"
-            f'next: telemetry stats · telemetry sql "SELECT ..." · telemetry run\n'
+        for line in (
+            f"{len(rows)} models; export of {len(report.written)} models in {out}",
+            f"open {out / 'index.html'} in a browser for the model pages and charts",
+            'next: telemetry stats · telemetry sql "SELECT ..." · telemetry run',
             f"done in {time.perf_counter() - started:.0f} s",
-            highlight=False,
-        )
+        ):
+            console.print(safe_text(line), highlight=False)

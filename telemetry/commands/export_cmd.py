@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from processors.clickhouse import ClickHouse
 from processors.export import badge
@@ -27,6 +28,7 @@ from processors.export.schedule import (
 )
 from schemas.errors import TelemetryError
 from telemetry.context import console, err_console, exit_code_for, fail, settings_from
+from telemetry.safe_text import safe_text
 
 __all__ = ["register"]
 
@@ -46,21 +48,33 @@ def _size(n: int) -> str:
 
 
 def print_report(report: ExportReport) -> None:
+    """What one export did; model names, reasons and the catalog's answers shown literally.
+
+    Skipped models are exactly the names the export refused (``m/[/bold]``,
+    escape sequences), and ``catalog answered`` is a remote server's text: all
+    go through ``safe_text``, never through markup.
+    """
     as_of = iso(report.as_of) if report.as_of else "—"
     console.print(
-        f"[bold green]export[/] {len(report.written)} models written, "
-        f"{len(report.skipped)} skipped → {report.out} "
-        f"({report.files} files, {_size(report.bytes)}), stats as of {as_of}, "
-        f"took {report.timings.get('total', 0.0):.2f} s",
+        Text.assemble(
+            Text("export", style="bold green"),
+            safe_text(
+                f" {len(report.written)} models written, "
+                f"{len(report.skipped)} skipped → {report.out} "
+                f"({report.files} files, {_size(report.bytes)}), stats as of {as_of}, "
+                f"took {report.timings.get('total', 0.0):.2f} s"
+            ),
+        ),
         highlight=False,
         soft_wrap=True,
     )
     for note in report.recovered:
-        console.print(f"  [yellow]recovered:[/] {note}", highlight=False)
+        line = Text.assemble("  ", Text("recovered:", style="yellow"), " ", safe_text(note))
+        console.print(line, highlight=False)
     if report.skipped:
         table = Table("skipped model", "why", title=None, show_edge=False, pad_edge=False)
         for s in report.skipped[:_SHOW_SKIPPED]:
-            table.add_row(s.model, s.reason)
+            table.add_row(safe_text(s.model), safe_text(s.reason))
         if len(report.skipped) > _SHOW_SKIPPED:
             table.add_row(f"… {len(report.skipped) - _SHOW_SKIPPED} more", "see index.json")
         console.print(table)
@@ -73,11 +87,11 @@ def print_report(report: ExportReport) -> None:
         table = Table("model", "result", "status", "attempts", "catalog answered", show_edge=False)
         for p in sorted(report.pushed, key=lambda p: (p.ok, p.model)):
             table.add_row(
-                p.model,
+                safe_text(p.model),
                 "[green]ok[/]" if p.ok else "[red]failed[/]",
                 str(p.status) if p.status is not None else "—",
                 str(p.attempts),
-                p.message,
+                safe_text(p.message),
             )
         console.print(table)
 
@@ -204,14 +218,16 @@ def _run_schedule(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop)
     console.print(
-        f"exporting to {options.out} {schedule.describe()}; Ctrl-C stops", highlight=False
+        safe_text(f"exporting to {options.out} {schedule.describe()}; Ctrl-C stops"),
+        highlight=False,
     )
 
     def job() -> None:
         try:
             print_report(_export(ch, options, refresh=refresh))
         except (TelemetryError, OSError) as exc:
-            err_console.print(f"[bold red]export failed:[/] {exc}", highlight=False, soft_wrap=True)
+            line = Text.assemble(Text("export failed:", style="bold red"), " ", safe_text(exc))
+            err_console.print(line, highlight=False, soft_wrap=True)
 
     run_scheduled(schedule, job, stop=stop)
     console.print("stopped")

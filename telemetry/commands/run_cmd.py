@@ -11,6 +11,7 @@ import typer
 from schemas.errors import ConfigError
 from telemetry.context import console, fail, settings_from
 from telemetry.embedded.service import RunConfig, run_embedded
+from telemetry.safe_text import safe_text
 
 
 def register(app: typer.Typer) -> None:
@@ -61,7 +62,8 @@ def register(app: typer.Typer) -> None:
         )
 
         def say(line: str) -> None:
-            console.print(line, highlight=False)
+            # Lines quote paths and errors (a store error can quote data): literal text.
+            console.print(safe_text(line), highlight=False)
 
         try:
             asyncio.run(run_embedded(settings, config, on_event=say))

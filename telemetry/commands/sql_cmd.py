@@ -14,6 +14,7 @@ from rich.table import Table
 
 from telemetry.context import console, fail, settings_from
 from telemetry.embedded.control import open_reader
+from telemetry.safe_text import safe_text
 
 
 class Format(StrEnum):
@@ -25,6 +26,7 @@ class Format(StrEnum):
 
 
 def _plain(v: Any) -> Any:
+    """A value as the machine formats write it: exactly the data (bytes as UTF-8 text)."""
     if isinstance(v, datetime):
         return v.isoformat()
     if isinstance(v, bytes):
@@ -32,12 +34,26 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def _table(names: list[str], rows: list[tuple[Any, ...]]) -> Table:
+    """The result for a person: every header and cell literal text, controls made visible."""
+    table = Table(show_lines=False)
+    for name in names:
+        table.add_column(safe_text(name))
+    for row in rows:
+        table.add_row(*(safe_text("NULL" if v is None else _plain(v)) for v in row))
+    return table
+
+
 def print_result(names: list[str], rows: list[tuple[Any, ...]], fmt: Format) -> None:
+    """Print a result: the table for a terminal, the rest for programs.
+
+    The table shows data through ``safe_text`` (no markup, ``ESC`` as ``\\x1b``).
+    json and ndjson keep the data exactly (JSON escapes C0 controls itself);
+    so do csv and tsv, which are for files and pipes: the ``csv`` module
+    quotes delimiters, quotes and newlines, and other bytes pass unchanged.
+    """
     if fmt is Format.table:
-        table = Table(*names, show_lines=False)
-        for row in rows:
-            table.add_row(*("NULL" if v is None else str(_plain(v)) for v in row))
-        console.print(table)
+        console.print(_table(names, rows))
         console.print(f"{len(rows)} row{'s' if len(rows) != 1 else ''}", style="dim")
     elif fmt is Format.json:
         docs = [dict(zip(names, map(_plain, r), strict=True)) for r in rows]

@@ -16,6 +16,7 @@ from processors.export.display import STATS_TABLE_COLUMNS, stats_table_rows
 from processors.export.document import iso
 from telemetry.context import console, settings_from
 from telemetry.embedded.control import open_reader
+from telemetry.safe_text import safe_text
 
 _QUERY = (
     "SELECT * FROM telemetry.model_stats_7d "
@@ -48,7 +49,7 @@ def register(app: typer.Typer) -> None:
             return
         table = Table(*STATS_TABLE_COLUMNS, title="rolling 7 days")
         for cells in stats_table_rows(rows, min_sample=min_sample):
-            table.add_row(*cells)
+            table.add_row(*map(safe_text, cells))  # model and provider are the sender's text
         console.print(table)
         if rows:
             console.print(f"as of {rows[0]['as_of']:%Y-%m-%d %H:%M:%S} UTC", style="dim")
