@@ -40,6 +40,14 @@ _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
 
+#: The tree is made to be published (a web server, a sync job), so its modes are
+#: explicit: a process that owns the embedded store runs with umask 077
+#: (docs/security.md). A tree inside the data directory stays private through
+#: the directory's own 0700.
+_DIR_MODE = 0o755
+_FILE_MODE = 0o644
+
+
 def _tmp_prefix(out: Path) -> str:
     return f".{out.name}.tmp-"
 
@@ -132,6 +140,7 @@ class TreeWriter:
         self.recovered = recover(self.out)
         self._tmp = parent / f"{_tmp_prefix(self.out)}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._tmp.mkdir()
+        os.chmod(self._tmp, _DIR_MODE)
         self._dirs = {self._tmp}
         return self
 
@@ -160,12 +169,15 @@ class TreeWriter:
         path = self._tmp.joinpath(*parts)
         if path.parent not in self._dirs:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._dirs.add(path.parent)
-            for p in path.parent.parents:
+            for p in (path.parent, *path.parent.parents):
                 if p == self._tmp:
                     break
-                self._dirs.add(p)
-        with open(path, "wb") as f:
+                if p not in self._dirs:
+                    os.chmod(p, _DIR_MODE)
+                    self._dirs.add(p)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+        os.fchmod(fd, _FILE_MODE)  # whatever the umask: see _FILE_MODE
+        with open(fd, "wb") as f:
             f.write(data)
             if self.fsync:
                 f.flush()

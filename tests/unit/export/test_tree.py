@@ -110,3 +110,21 @@ def test_exchange_is_atomic_swap_here(tmp_path: Path) -> None:
     if not tree_mod._exchange(a, b):
         pytest.skip("renameat2(RENAME_EXCHANGE) not supported on this filesystem")
     assert os.listdir(b) == ["x"] and os.listdir(a) == []
+
+
+def test_the_tree_is_readable_whatever_the_umask(tmp_path: Path) -> None:
+    """A process owning the embedded store runs with umask 077; its exports stay publishable."""
+    out = tmp_path / "export"
+    old = os.umask(0o077)
+    try:
+        _write(out, {"index.json": b"{}", "models/a/b.json": b"{}"})
+    finally:
+        os.umask(old)
+    modes = {str(p.relative_to(out)): p.stat().st_mode & 0o777 for p in out.rglob("*")}
+    assert modes == {
+        "index.json": 0o644,
+        "models": 0o755,
+        "models/a": 0o755,
+        "models/a/b.json": 0o644,
+    }
+    assert out.stat().st_mode & 0o777 == 0o755
