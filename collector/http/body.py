@@ -5,7 +5,7 @@ Pure functions, no I/O: the app reads the body, these decide what it holds.
 
 from __future__ import annotations
 
-import io
+import re
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +24,8 @@ from schemas.event import RequestEvent
 __all__ = [
     "CONTENT_TYPES",
     "ENCODINGS",
+    "MAX_ITEMS",
+    "MAX_REJECTS_KEPT",
     "BodyError",
     "Parsed",
     "content_kind",
@@ -34,6 +36,14 @@ __all__ = [
 #: media type -> body kind
 CONTENT_TYPES = {"application/json": "json", "application/x-ndjson": "ndjson"}
 ENCODINGS = ("identity", "gzip", "zstd")
+#: Rejected items kept per request (dead-lettered, listed in the answer); the rest are
+#: only counted. Each kept one is a stored row and an entry in the answer.
+MAX_REJECTS_KEPT = 100
+#: Items per request (array elements, NDJSON lines): past it the answer is 413. Bytes
+#: alone do not bound the work: 64 MiB of ``1\n`` is 32 million lines.
+MAX_ITEMS = 100_000
+#: Items per call of the batch validator.
+_CHUNK = 1_000
 #: One call validates a whole batch (the same model, so the same rules as validate_event).
 _BATCH: TypeAdapter[list[RequestEvent]] = TypeAdapter(list[RequestEvent])
 
@@ -67,7 +77,11 @@ def content_encoding(header: str | None) -> str:
 
 
 def decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    """Decode the body, refusing (413) output past ``limit`` bytes: no zip bombs."""
+    """Decode the body, refusing (413) output past ``limit`` bytes: no zip bombs.
+
+    Both decoders take time linear in the body, however many members or frames
+    it is made of: a body is sent by a client we do not trust.
+    """
     if encoding == "identity":
         return body
     if encoding == "gzip":
@@ -79,131 +93,344 @@ def _too_big(limit: int) -> BodyError:
     return BodyError(413, f"decompressed body is over the {limit} byte limit")
 
 
+#: Input handed to zlib per call for one gzip member: it starts small and doubles.
+#: zlib copies what follows the end of a member (``unused_data``); feeding it the
+#: whole rest of the body would copy that rest once per member, quadratic time for
+#: a body of many small members. Fed like this, a member's copy is at most about
+#: its own size plus ``_GZIP_FEED_MIN``.
+_GZIP_FEED_MIN = 256
+_GZIP_FEED_MAX = 1 << 20
+
+
 def _gunzip(body: bytes, limit: int) -> bytes:
+    """Every gzip member in turn (RFC 1952 allows them concatenated)."""
+    view = memoryview(body)
     out: list[bytes] = []
     size = 0
-    data = body
+    pos = 0
     try:
-        while data:
-            d = zlib.decompressobj(wbits=31)
-            chunk = d.decompress(data, limit - size + 1)
-            size += len(chunk)
-            if size > limit or d.unconsumed_tail:
-                raise _too_big(limit)
-            out.append(chunk)
-            if not d.eof:
-                raise BodyError(400, "gzip body is truncated")
-            data = d.unused_data  # concatenated gzip members
+        while pos < len(view):
+            pos, size = _gunzip_member(view, pos, out, size, limit)
     except zlib.error as exc:
         raise BodyError(400, f"gzip body is corrupt: {exc}") from None
     return b"".join(out)
 
 
-def _unzstd(body: bytes, limit: int) -> bytes:
-    try:
-        reader = zstandard.ZstdDecompressor().stream_reader(
-            io.BytesIO(body), read_across_frames=True
-        )
-        out = reader.read(limit + 1)
-        if len(out) > limit:
+def _gunzip_member(
+    view: memoryview, pos: int, out: list[bytes], size: int, limit: int
+) -> tuple[int, int]:
+    """Decode the member starting at ``pos``; return where the next one starts, and the size."""
+    d = zlib.decompressobj(wbits=31)
+    step = _GZIP_FEED_MIN
+    while not d.eof:
+        if pos >= len(view):
+            raise BodyError(400, "gzip body is truncated")
+        piece = view[pos : pos + step]
+        chunk = d.decompress(piece, limit - size + 1)
+        size += len(chunk)
+        if size > limit or d.unconsumed_tail:
             raise _too_big(limit)
-        # Output is bounded now; a second pass says whether the last frame was complete.
-        d = zstandard.ZstdDecompressor().decompressobj()
-        d.decompress(body)
-        if not d.eof:
-            raise BodyError(400, "zstd body is truncated")
+        if chunk:
+            out.append(chunk)
+        pos += len(piece) - len(d.unused_data)  # unused_data: the next member's start
+        step = min(step * 2, _GZIP_FEED_MAX)
+    return pos, size
+
+
+_ZSTD_MAGIC = 0xFD2FB528
+_ZSTD_SKIPPABLE = 0x184D2A50  # ... to 0x184D2A5F: skippable frames
+#: Output read per call; the total is bounded by ``limit`` all the same.
+_ZSTD_READ = 1 << 20
+
+
+class _Truncated(Exception):
+    """The body ends inside a zstd frame."""
+
+
+def _unzstd(body: bytes, limit: int) -> bytes:
+    """Check every frame is whole, then decode them all with the output bounded.
+
+    libzstd's streaming reader stops quietly where the input ends, mid-frame or
+    not, so a truncated last frame would pass for a shorter body; the frame walk
+    (headers and block sizes only, no decoding) finds it.
+    """
+    corrupt: ValueError | None = None
+    try:
+        _zstd_frames_whole(body)
+    except _Truncated:
+        raise BodyError(400, "zstd body is truncated") from None
+    except ValueError as exc:
+        corrupt = exc  # libzstd names the fault in its own words below
+    out: list[bytes] = []
+    size = 0
+    try:
+        reader = zstandard.ZstdDecompressor().stream_reader(body, read_across_frames=True)
+        while chunk := reader.read(min(_ZSTD_READ, limit - size + 1)):
+            size += len(chunk)
+            if size > limit:
+                raise _too_big(limit)
+            out.append(chunk)
     except zstandard.ZstdError as exc:
         raise BodyError(400, f"zstd body is corrupt: {exc}") from None
-    return bytes(out)
+    if corrupt is not None:
+        raise BodyError(400, f"zstd body is corrupt: {corrupt}")
+    return b"".join(out)
+
+
+def _zstd_frames_whole(body: bytes) -> None:
+    """Walk the frames of RFC 8878 by their sizes: ``_Truncated`` if the last is cut short.
+
+    An empty body has no frame, and is truncated as well (libzstd says so too).
+    """
+    if not body:
+        raise _Truncated
+    pos = 0
+    while pos < len(body):
+        pos = _zstd_frame_end(body, pos)
+
+
+def _need(body: bytes, end: int) -> None:
+    if end > len(body):
+        raise _Truncated
+
+
+def _zstd_frame_end(body: bytes, pos: int) -> int:
+    """Where the frame starting at ``pos`` ends (raises ``ValueError`` if it is not one)."""
+    _need(body, pos + 4)
+    magic = int.from_bytes(body[pos : pos + 4], "little")
+    if magic & 0xFFFFFFF0 == _ZSTD_SKIPPABLE:
+        _need(body, pos + 8)
+        end = pos + 8 + int.from_bytes(body[pos + 4 : pos + 8], "little")
+        _need(body, end)
+        return end
+    if magic != _ZSTD_MAGIC:
+        raise ValueError(f"no zstd frame at byte {pos}")
+    _need(body, pos + 5)
+    fhd = body[pos + 4]
+    if fhd & 0x08:
+        raise ValueError(f"reserved bit set in the frame header at byte {pos}")
+    single_segment = (fhd >> 5) & 1
+    fcs_size = (single_segment, 2, 4, 8)[fhd >> 6]
+    pos += 5 + (1 - single_segment) + (0, 1, 2, 4)[fhd & 3] + fcs_size
+    last = 0
+    while not last:
+        _need(body, pos + 3)
+        header = int.from_bytes(body[pos : pos + 3], "little")
+        last, kind, block_size = header & 1, (header >> 1) & 3, header >> 3
+        if kind == 3:
+            raise ValueError(f"reserved block type at byte {pos}")
+        pos += 3 + (1 if kind == 1 else block_size)  # RLE: one byte, repeated
+    pos += 4 if fhd & 0x04 else 0  # content checksum
+    _need(body, pos)
+    return pos
+
+
+class _Undecodable:
+    """An NDJSON line that is not JSON (or too long): rejected in its turn, in input order."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: InvalidEvent) -> None:
+        self.error = error
+
+
+#: A line rejected unparsed once no more rejects are kept: only counted.
+_COUNT_ONLY = _Undecodable(InvalidEvent("$", "not an object"))
 
 
 @dataclass
 class Parsed:
+    """The events of a body, and its rejected items: the first ``keep`` of them, and a count.
+
+    Only the first ``keep`` rejected items are kept (dead-lettered and listed in
+    the answer); the others are counted in ``rejected_count`` and cost nothing
+    more: a body of a million bad lines must not cost a million stored rows.
+    """
+
     events: list[RequestEvent] = field(default_factory=list)
+    #: the first ``keep`` rejected items, in input order
     rejected: list[Rejected] = field(default_factory=list)
-    #: for NDJSON, the 1-based line of each rejected item (same order as ``rejected``)
+    #: for NDJSON, the 1-based line of each kept rejected item (same order as ``rejected``)
     lines: list[int | None] = field(default_factory=list)
+    #: every rejected item, kept or not
+    rejected_count: int = 0
+    keep: int = MAX_REJECTS_KEPT
 
     @property
     def total(self) -> int:
-        return len(self.events) + len(self.rejected)
+        return len(self.events) + self.rejected_count
+
+    @property
+    def full(self) -> bool:
+        """True once ``keep`` rejects are kept: any later one is only counted."""
+        return len(self.rejected) >= self.keep
+
+    @property
+    def rejected_truncated(self) -> bool:
+        return self.rejected_count > len(self.rejected)
 
 
-def _validate_all(
-    items: list[Any],
-    indices: list[int],
-    raws: list[bytes | None],
-    parsed: Parsed,
+class _Batch:
+    """Items waiting for validation, in input order, validated ``_CHUNK`` at a time.
+
+    One call of the batch validator per chunk is the fast path; a chunk with an
+    invalid item is validated item by item, so the penalty stays one chunk's.
+    """
+
+    def __init__(self, parsed: Parsed, *, source: str, now: datetime) -> None:
+        self.parsed = parsed
+        self.source = source
+        self.now = now
+        self.items: list[Any] = []
+        #: (index, line, raw bytes or None) of each item
+        self.where: list[tuple[int, int | None, bytes | None]] = []
+        self.undecodable = 0
+
+    def add(self, index: int, line: int | None, raw: bytes | None, item: Any) -> None:
+        if item is _COUNT_ONLY or (self.parsed.full and not isinstance(item, dict)):
+            self.parsed.rejected_count += 1  # cannot be an event, and will not be kept
+            return
+        self.items.append(item)
+        self.where.append((index, line, raw))
+        if isinstance(item, _Undecodable):
+            self.undecodable += 1
+        if len(self.items) >= _CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        parsed = self.parsed
+        valid = self._validate_chunk()
+        if valid is not None and not self.undecodable:
+            parsed.events.extend(valid)
+        else:
+            valid_iter = iter(valid) if valid is not None else None
+            for item, (index, line, raw) in zip(self.items, self.where, strict=True):
+                if isinstance(item, _Undecodable):
+                    self.reject(index, line, (raw or b"")[:MAX_EVENT_BYTES], item, item.error)
+                elif valid_iter is not None:
+                    parsed.events.append(next(valid_iter))
+                else:
+                    try:
+                        parsed.events.append(validate_event(item, now=self.now))
+                    except InvalidEvent as exc:
+                        self.reject(index, line, raw, item, exc)
+        self.items.clear()
+        self.where.clear()
+        self.undecodable = 0
+
+    def _validate_chunk(self) -> list[RequestEvent] | None:
+        """The chunk's decoded items as events in one call, or None if one is invalid."""
+        items = self.items
+        if self.undecodable:
+            items = [item for item in items if not isinstance(item, _Undecodable)]
+        try:
+            return _BATCH.validate_python(items, context={"now": self.now})
+        except ValidationError:
+            return None  # find which, with the contract's own messages
+
+    def reject(
+        self, index: int, line: int | None, raw: bytes | None, item: Any, exc: InvalidEvent
+    ) -> None:
+        parsed = self.parsed
+        parsed.rejected_count += 1
+        if parsed.full:
+            return
+        raw = raw if raw is not None else raw_bytes(item)
+        parsed.rejected.append(Rejected(index, exc.field, exc.reason, raw, self.source, self.now))
+        parsed.lines.append(line)
+
+
+def parse_events(
+    body: bytes,
+    kind: str,
     *,
     source: str,
-    now: datetime,
-    lines: list[int | None],
-) -> None:
-    """Validate decoded items: the whole list in one call (fast path), else one by one."""
-    try:
-        parsed.events.extend(_BATCH.validate_python(items, context={"now": now}))
-        return
-    except ValidationError:
-        pass  # at least one is invalid: find which, with the contract's own messages
-    for item, index, raw, line in zip(items, indices, raws, lines, strict=True):
-        try:
-            parsed.events.append(validate_event(item, now=now))
-        except InvalidEvent as exc:
-            parsed.rejected.append(
-                Rejected(index, exc.field, exc.reason, raw or raw_bytes(item), source, now)
-            )
-            parsed.lines.append(line)
-
-
-def parse_events(body: bytes, kind: str, *, source: str, now: datetime | None = None) -> Parsed:
+    now: datetime | None = None,
+    keep: int = MAX_REJECTS_KEPT,
+    max_items: int = MAX_ITEMS,
+) -> Parsed:
     """Validate each event on its own; a bad one never holds back the good ones.
 
-    Accepted events keep their order; ``rejected`` is in input order too.
+    Accepted events keep their order; ``rejected`` is in input order too and
+    holds the first ``keep`` rejected items (``rejected_count`` counts them all).
+    More than ``max_items`` items (array elements, or NDJSON lines, blank ones
+    included) is a 413: the work per request is bounded by count, not only by bytes.
     """
-    now = now or datetime.now(UTC)
-    parsed = Parsed()
+    parsed = Parsed(keep=keep)
+    batch = _Batch(parsed, source=source, now=now or datetime.now(UTC))
     if kind == "json":
-        try:
-            doc: Any = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise BodyError(400, f"malformed JSON ({exc.msg} at char {exc.pos})") from None
-        if isinstance(doc, dict):
-            doc = [doc]  # a single event object is a batch of one
-        if not isinstance(doc, list):
-            raise BodyError(400, "a JSON body must be an array of event objects")
-        n = len(doc)
-        _validate_all(
-            doc, list(range(n)), [None] * n, parsed, source=source, now=now, lines=[None] * n
-        )
-        return parsed
-    items: list[Any] = []
-    indices: list[int] = []
-    raws: list[bytes | None] = []
-    lines: list[int | None] = []
-    for index, (lineno, line) in enumerate(iter_ndjson(iter((body,)))):
-        try:
-            if len(line) > MAX_EVENT_BYTES:
-                raise InvalidEvent(
-                    "$", f"event is {len(line)} bytes, over the {MAX_EVENT_BYTES} byte limit"
-                )
-            try:
-                item = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise InvalidEvent("$", f"malformed JSON ({exc.msg} at char {exc.pos})") from None
-        except InvalidEvent as exc:
-            # Decoding failed: reject now, in order with the ones validated below.
-            parsed.rejected.append(
-                Rejected(index, exc.field, exc.reason, line[:MAX_EVENT_BYTES], source, now)
-            )
-            parsed.lines.append(lineno)
-            continue
-        items.append(item)
-        indices.append(index)
-        raws.append(line)
-        lines.append(lineno)
-    _validate_all(items, indices, raws, parsed, source=source, now=now, lines=lines)
-    if parsed.rejected:
-        order = sorted(range(len(parsed.rejected)), key=lambda i: parsed.rejected[i].index)
-        parsed.rejected = [parsed.rejected[i] for i in order]
-        parsed.lines = [parsed.lines[i] for i in order]
+        for index, item in enumerate(_json_items(body, max_items)):
+            batch.add(index, None, None, item)
+    else:
+        _check_line_count(body, max_items)
+        for index, (lineno, line) in enumerate(iter_ndjson(iter((body,)))):
+            batch.add(index, lineno, line, _decode_line(line, parsed.full))
+    batch.flush()
     return parsed
+
+
+#: Commas a JSON body may hold per allowed item. An event has 16 fields (15 commas,
+#: one more between items); the bound stops a body of millions of tiny values
+#: (``[{},{},...]``) before orjson builds them all, in one pass in C.
+_COMMAS_PER_ITEM = 24
+
+
+def _json_items(body: bytes, max_items: int) -> list[Any]:
+    if body.count(b",") > max_items * _COMMAS_PER_ITEM:
+        raise BodyError(
+            413,
+            f"JSON body holds more values than {max_items} events could; "
+            f"the limit is {max_items} events per request: send smaller batches",
+        )
+    try:
+        doc: Any = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BodyError(400, f"malformed JSON ({exc.msg} at char {exc.pos})") from None
+    if isinstance(doc, dict):
+        return [doc]  # a single event object is a batch of one
+    if not isinstance(doc, list):
+        raise BodyError(400, "a JSON body must be an array of event objects")
+    if len(doc) > max_items:
+        raise BodyError(
+            413,
+            f"JSON array has {len(doc)} items, over the limit of {max_items} per request; "
+            "send smaller batches",
+        )
+    return doc
+
+
+def _check_line_count(body: bytes, max_items: int) -> None:
+    """Count lines before any per-line work (one pass in C): blank ones cost work too."""
+    lines = body.count(b"\n") + (1 if body and not body.endswith(b"\n") else 0)
+    if lines > max_items:
+        raise BodyError(
+            413,
+            f"NDJSON body has {lines} lines, over the limit of {max_items} per request; "
+            "send smaller batches",
+        )
+
+
+#: The start of a line that can hold a JSON object (RFC 8259 whitespace, then ``{``).
+_OBJECT_START = re.compile(rb"[ \t\r\n]*\{")
+
+
+def _decode_line(line: bytes, full: bool) -> Any:
+    """The line's JSON value, or ``_Undecodable`` with the reason.
+
+    Once no more rejects are kept (``full``), a line that is too long or cannot
+    start an object is rejected without being parsed, and no reason is written
+    for a line that is not JSON: it would not be kept anyway.
+    """
+    too_long = len(line) > MAX_EVENT_BYTES
+    if full and (too_long or not _OBJECT_START.match(line)):
+        return _COUNT_ONLY
+    if too_long:
+        return _Undecodable(
+            InvalidEvent("$", f"event is {len(line)} bytes, over the {MAX_EVENT_BYTES} byte limit")
+        )
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        if full:
+            return _COUNT_ONLY
+        return _Undecodable(InvalidEvent("$", f"malformed JSON ({exc.msg} at char {exc.pos})"))

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from collector.http.body import MAX_ITEMS, MAX_REJECTS_KEPT
 from schemas.event import RequestEvent
 
 __all__ = ["CHECKED_IN", "build_openapi", "render"]
@@ -51,12 +52,26 @@ def build_openapi(max_body: int = _DEFAULT_MAX_BODY) -> dict[str, Any]:
                 "RequestEvent": event_schema,
                 "IngestResult": {
                     "type": "object",
-                    "required": ["accepted", "rejected"],
+                    "required": ["accepted", "rejected", "rejected_count", "rejected_truncated"],
                     "properties": {
                         "accepted": {"type": "integer", "minimum": 0},
                         "rejected": {
                             "type": "array",
+                            "maxItems": MAX_REJECTS_KEPT,
+                            "description": (
+                                f"the first {MAX_REJECTS_KEPT} rejected events, in input "
+                                "order; these are the ones dead-lettered"
+                            ),
                             "items": {"$ref": "#/components/schemas/RejectedItem"},
+                        },
+                        "rejected_count": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "description": "every rejected event, listed or not",
+                        },
+                        "rejected_truncated": {
+                            "type": "boolean",
+                            "description": "true when rejected_count is more than listed",
                         },
                     },
                 },
@@ -99,7 +114,8 @@ def build_openapi(max_body: int = _DEFAULT_MAX_BODY) -> dict[str, Any]:
                     "requestBody": {
                         "required": True,
                         "description": f"at most {max_body} bytes as sent (and a bounded size "
-                        "once decompressed)",
+                        f"once decompressed), at most {MAX_ITEMS} events (array items or "
+                        "NDJSON lines)",
                         "content": {
                             "application/json": {
                                 "schema": {
@@ -123,7 +139,9 @@ def build_openapi(max_body: int = _DEFAULT_MAX_BODY) -> dict[str, Any]:
                         },
                         "400": _error("malformed body or corrupt encoding"),
                         "401": _error("missing or invalid bearer token"),
-                        "413": _error("body (or its decompressed form) too large"),
+                        "413": _error(
+                            "body (or its decompressed form) too large, or too many events"
+                        ),
                         "415": _error("unsupported Content-Type or Content-Encoding"),
                         "429": _error("backlog past its bound", retry_after),
                         "503": _error("events cannot be stored right now", retry_after),

@@ -2,6 +2,10 @@
 
 Streams in bounded memory: lines are read in chunks, validated and written in
 batches, so a 1 GB file costs one batch of memory, not a gigabyte.
+
+Rejected lines are all counted, but only the first ``MAX_REJECTS_KEPT`` of a run
+are stored in ``telemetry.rejected``: a file of millions of bad lines must not
+cost millions of rows (the same rule as the HTTP door's, per file).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from processors.clickhouse import ClickHouse
 from processors.embedded.refresh import RefreshReport, refresh
@@ -19,9 +24,18 @@ from schemas.codec import decode_event, iter_ndjson
 from schemas.errors import InvalidEvent
 from schemas.event import RequestEvent
 
-__all__ = ["DEFAULT_BATCH", "IngestReport", "ingest_lines", "validate_lines"]
+__all__ = [
+    "DEFAULT_BATCH",
+    "MAX_REJECTS_KEPT",
+    "IngestReport",
+    "Validated",
+    "ingest_lines",
+    "validate_lines",
+]
 
 DEFAULT_BATCH = 20_000
+#: Rejected lines stored per run (per file); the others are counted, not stored.
+MAX_REJECTS_KEPT = 10_000
 #: Fold stored rows into the buckets every this many events, so that a refresh
 #: never holds more than this many rows in memory (a 1 GB file stays bounded).
 REFRESH_EVERY = 200_000
@@ -33,7 +47,10 @@ class IngestReport:
     lines: int = 0
     accepted: int = 0
     stored: int = 0
+    #: every rejected line
     rejected: int = 0
+    #: rejected lines stored in telemetry.rejected (at most ``MAX_REJECTS_KEPT``)
+    rejected_kept: int = 0
     rejected_samples: list[tuple[int, str]] = field(default_factory=list)
     elapsed_s: float = 0.0
     refresh: RefreshReport | None = None
@@ -42,22 +59,46 @@ class IngestReport:
     def duplicates(self) -> int:
         return self.accepted - self.stored
 
+    @property
+    def rejected_not_kept(self) -> int:
+        return self.rejected - self.rejected_kept
+
+
+class Validated(NamedTuple):
+    events: list[RequestEvent]
+    #: the first ``keep`` rejected lines, in order
+    rejected: list[Rejected]
+    #: the line number of each kept reject
+    rejected_lines: list[int]
+    #: every rejected line, kept or not
+    rejected_count: int
+
 
 def validate_lines(
-    lines: Iterable[tuple[int, bytes]], *, source: str, now: datetime | None = None
-) -> tuple[list[RequestEvent], list[Rejected], list[int]]:
-    """Split numbered lines into valid events and rejects (with line numbers)."""
+    lines: Iterable[tuple[int, bytes]],
+    *,
+    source: str,
+    now: datetime | None = None,
+    keep: int = MAX_REJECTS_KEPT,
+) -> Validated:
+    """Split numbered lines into valid events and rejects (with line numbers).
+
+    Only the first ``keep`` rejects are kept; the others are counted, nothing more.
+    """
     now = now or datetime.now(UTC)
     good: list[RequestEvent] = []
     bad: list[Rejected] = []
     bad_lines: list[int] = []
+    count = 0
     for lineno, raw in lines:
         try:
             good.append(decode_event(raw, now=now))
         except InvalidEvent as exc:
-            bad.append(Rejected(source, f"line {lineno}", exc.field, exc.reason, raw))
-            bad_lines.append(lineno)
-    return good, bad, bad_lines
+            count += 1
+            if len(bad) < keep:
+                bad.append(Rejected(source, f"line {lineno}", exc.field, exc.reason, raw))
+                bad_lines.append(lineno)
+    return Validated(good, bad, bad_lines, count)
 
 
 def ingest_lines(
@@ -68,17 +109,21 @@ def ingest_lines(
     batch_size: int = DEFAULT_BATCH,
     on_batch: Callable[[IngestReport], None] | None = None,
     do_refresh: bool = True,
+    keep_rejects: int = MAX_REJECTS_KEPT,
 ) -> IngestReport:
+    """Store the valid events of ``chunks``, and the first ``keep_rejects`` rejected lines."""
     report = IngestReport()
     started = time.perf_counter()
     batch: list[tuple[int, bytes]] = []
 
     def flush() -> None:
-        good, bad, bad_lines = validate_lines(batch, source=source)
+        room = keep_rejects - report.rejected_kept
+        good, bad, bad_lines, bad_count = validate_lines(batch, source=source, keep=room)
         write_rejected(ch, bad)
         report.stored += write_events(ch, good)
         report.accepted += len(good)
-        report.rejected += len(bad)
+        report.rejected += bad_count
+        report.rejected_kept += len(bad)
         for lineno, item in zip(bad_lines, bad, strict=True):
             if len(report.rejected_samples) < _SAMPLES:
                 report.rejected_samples.append((lineno, item.reason))

@@ -301,7 +301,9 @@ class HttpTarget:
         rejected = doc.get("rejected", []) if isinstance(doc, dict) else []
         report.sent += count
         report.accepted = (report.accepted or 0) + accepted
-        report.rejected = (report.rejected or 0) + len(rejected)
+        # Past its first rejects the service only counts them (rejected_count).
+        total = doc.get("rejected_count", len(rejected)) if isinstance(doc, dict) else 0
+        report.rejected = (report.rejected or 0) + int(total)
         for item in rejected[: _SAMPLES - len(report.rejected_samples)]:
             report.rejected_samples.append(f"{item.get('field')}: {item.get('reason')}")
 

@@ -11,14 +11,22 @@ from typing import Annotated, BinaryIO
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from processors.embedded.ingest import DEFAULT_BATCH, ingest_lines, validate_lines
+from processors.embedded.ingest import (
+    DEFAULT_BATCH,
+    MAX_REJECTS_KEPT,
+    IngestReport,
+    ingest_lines,
+    validate_lines,
+)
 from processors.kafka_io import EventProducer, dlq_record, ensure_topics
 from processors.store import open_store
 from schemas.codec import iter_ndjson
 from schemas.settings import Settings
 from telemetry.context import console, err_console, fail, settings_from
+from telemetry.safe_text import safe_text
 
 _CHUNK = 1 << 20
+_SAMPLES = 20
 
 
 def _chunks(stream: BinaryIO, progress: Progress | None, task: TaskID | None) -> Iterator[bytes]:
@@ -37,14 +45,13 @@ def _open(source: str) -> tuple[BinaryIO, int | None]:
     return path.open("rb"), path.stat().st_size
 
 
-def _to_kafka(settings: Settings, stream: BinaryIO, source: str) -> tuple[int, int, list]:
+def _to_kafka(settings: Settings, stream: BinaryIO, source: str) -> IngestReport:
+    """Valid events to the events topic; the first ``MAX_REJECTS_KEPT`` rejects to the DLQ."""
     assert settings.kafka is not None  # guarded by the caller
     bootstrap = settings.kafka
-    accepted = rejected = 0
-    samples: list[tuple[int, str]] = []
+    report = IngestReport()
 
     async def run() -> None:
-        nonlocal accepted, rejected
         await ensure_topics(
             bootstrap,
             [settings.topic, settings.dlq_topic],
@@ -54,8 +61,8 @@ def _to_kafka(settings: Settings, stream: BinaryIO, source: str) -> tuple[int, i
         batch: list[tuple[int, bytes]] = []
 
         async def flush(producer: EventProducer) -> None:
-            nonlocal accepted, rejected
-            good, bad, lines = validate_lines(batch, source=source)
+            room = MAX_REJECTS_KEPT - report.rejected_kept
+            good, bad, lines, bad_count = validate_lines(batch, source=source, keep=room)
             dlq = [
                 dlq_record(
                     source=r.source, location=r.location, field=r.field, reason=r.reason, raw=r.raw
@@ -63,9 +70,13 @@ def _to_kafka(settings: Settings, stream: BinaryIO, source: str) -> tuple[int, i
                 for r in bad
             ]
             await producer.send(settings.topic, good, dlq_topic=settings.dlq_topic, rejects=dlq)
-            accepted += len(good)
-            rejected += len(bad)
-            samples.extend((n, r.reason) for n, r in zip(lines, bad, strict=True))
+            report.accepted += len(good)
+            report.rejected += bad_count
+            report.rejected_kept += len(bad)
+            room = _SAMPLES - len(report.rejected_samples)
+            report.rejected_samples.extend(
+                (n, r.reason) for n, r in zip(lines[:room], bad[:room], strict=True)
+            )
             batch.clear()
 
         async with EventProducer(bootstrap) as producer:
@@ -76,7 +87,7 @@ def _to_kafka(settings: Settings, stream: BinaryIO, source: str) -> tuple[int, i
             await flush(producer)
 
     asyncio.run(run())
-    return accepted, rejected, samples[:20]
+    return report
 
 
 def register(app: typer.Typer) -> None:
@@ -92,14 +103,16 @@ def register(app: typer.Typer) -> None:
         telemetry.requests, rejected ones in telemetry.rejected with their
         reasons, and the rolling stats are refreshed. With TELEMETRY_KAFKA set:
         valid events go to the events topic keyed by model, rejected ones to
-        the dead-letter topic. Prints accepted and rejected counts.
+        the dead-letter topic. Prints accepted and rejected counts. Every
+        rejected line is counted; the first 10,000 of a run are kept (stored or
+        dead-lettered), the others are not.
         """
         settings = settings_from(ctx)
         stream, size = _open(source)
         label = "stdin" if source == "-" else source
         if settings.kafka:
-            accepted, rejected, samples = _to_kafka(settings, stream, f"ingest:{label}")
-            _summary(accepted, rejected, samples, f"sent to {settings.topic} at {settings.kafka}")
+            sent = _to_kafka(settings, stream, f"ingest:{label}")
+            _summary(sent, f"sent to {settings.topic} at {settings.kafka}", settings.dlq_topic)
             return
         ch = open_store(settings)
         show = not quiet and size is not None and err_console.is_terminal
@@ -119,16 +132,23 @@ def register(app: typer.Typer) -> None:
                 on_batch=lambda r: progress.update(task, accepted=r.accepted),
             )
         extra = f"{report.stored} new, {report.duplicates} duplicates"
-        _summary(report.accepted, report.rejected, report.rejected_samples, extra)
+        _summary(report, extra, "telemetry.rejected")
         rate = report.accepted / report.elapsed_s if report.elapsed_s else 0
         console.print(
             f"{report.elapsed_s:.1f} s, {rate:,.0f} events/s; stats refreshed", style="dim"
         )
 
 
-def _summary(accepted: int, rejected: int, samples: list[tuple[int, str]], extra: str) -> None:
-    console.print(f"accepted {accepted}, rejected {rejected} ({extra})")
+def _summary(report: IngestReport, extra: str, kept_in: str) -> None:
+    """Counts, a few rejects with their reasons, and how many rejects were not kept."""
+    console.print(f"accepted {report.accepted}, rejected {report.rejected} ({extra})")
+    samples = report.rejected_samples
     for lineno, reason in samples:
-        err_console.print(f"  line {lineno}: {reason}", highlight=False)
-    if rejected > len(samples):
-        err_console.print(f"  … and {rejected - len(samples)} more (see the dead-letter store)")
+        err_console.print(safe_text(f"  line {lineno}: {reason}"), highlight=False)
+    if report.rejected_kept > len(samples):
+        err_console.print(f"  … and {report.rejected_kept - len(samples)} more in {kept_in}")
+    if report.rejected_not_kept:
+        err_console.print(
+            f"  {report.rejected_not_kept} rejected lines not kept: at most "
+            f"{MAX_REJECTS_KEPT} per run go to {kept_in}"
+        )

@@ -26,6 +26,7 @@ from processors.simulate.run import DEFAULT_EVENTS_PER_DAY
 from processors.simulate.targets import FileTarget
 from schemas.errors import ConfigError
 from telemetry.context import console, err_console, fail, settings_from
+from telemetry.safe_text import safe_text
 
 __all__ = ["register"]
 
@@ -72,7 +73,7 @@ def _print_report(out: Console, report: SimulationReport, plan: SimulationPlan) 
     if t.accepted is not None:
         out.print(f"service accepted {t.accepted:,}, rejected {t.rejected or 0:,}", highlight=False)
         for sample in t.rejected_samples:
-            out.print(f"  rejected: {sample}", highlight=False)
+            out.print(safe_text(f"  rejected: {sample}"), highlight=False)
 
 
 def register(app: typer.Typer) -> None:

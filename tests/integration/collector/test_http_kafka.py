@@ -145,7 +145,12 @@ async def test_bad_input_at_the_door(
             data=zstandard.compress(orjson.dumps(more)),
             headers={**AUTH, "Content-Type": "application/json", "Content-Encoding": "zstd"},
         ) as resp:
-            assert (await resp.json()) == {"accepted": 5, "rejected": []}
+            assert (await resp.json()) == {
+                "accepted": 5,
+                "rejected": [],
+                "rejected_count": 0,
+                "rejected_truncated": False,
+            }
         async with http.get(f"{url}/healthz") as resp:
             assert resp.status == 200
         async with http.get(f"{url}/readyz") as resp:

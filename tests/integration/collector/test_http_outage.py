@@ -33,7 +33,12 @@ async def post_all(
             body = queue.pop()
             async with http.post(f"{url}/v1/events", data=body, headers=headers) as resp:
                 assert resp.status == 200, await resp.text()
-                assert (await resp.json()) == {"accepted": BATCH, "rejected": []}
+                assert (await resp.json()) == {
+                    "accepted": BATCH,
+                    "rejected": [],
+                    "rejected_count": 0,
+                    "rejected_truncated": False,
+                }
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 

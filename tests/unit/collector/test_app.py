@@ -65,7 +65,12 @@ async def test_ndjson_in_every_encoding(
     headers = {**AUTH, "Content-Type": "application/x-ndjson", "Content-Encoding": encoding}
     resp = await client.post("/v1/events", data=data, headers=headers)
     assert resp.status == 200, await resp.text()
-    assert (await resp.json()) == {"accepted": 20, "rejected": []}
+    assert (await resp.json()) == {
+        "accepted": 20,
+        "rejected": [],
+        "rejected_count": 0,
+        "rejected_truncated": False,
+    }
     assert len(handoff.events) == 20
 
 
