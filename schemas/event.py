@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -26,6 +27,9 @@ __all__ = [
     "ERROR_TYPES",
     "EXCLUDED_FROM_ERROR_RATE",
     "FUTURE_TOLERANCE",
+    "MAX_DURATION_MS",
+    "MAX_EVENT_AGE",
+    "MAX_TOKENS",
     "SCHEMA_VERSION",
     "ErrorType",
     "RequestEvent",
@@ -35,6 +39,15 @@ __all__ = [
 SCHEMA_VERSION = 1
 #: An event stamped further than this in the future is invalid (clock skew bound).
 FUTURE_TOLERANCE = timedelta(minutes=5)
+#: An event stamped further than this in the past is invalid: the raw store keeps
+#: events this long (``TELEMETRY_REQUESTS_TTL_DAYS`` may not be lower), so an
+#: accepted event is always a stored one, and a batch spans at most 31 days.
+MAX_EVENT_AGE = timedelta(days=30)
+#: Bounds that keep every sum and every derived figure finite and in range:
+#: a request lasts at most a day, and carries at most 10^8 tokens each way, so
+#: a 7-day sum stays far inside UInt64 at any traffic a router can carry.
+MAX_DURATION_MS = 86_400_000
+MAX_TOKENS = 100_000_000
 
 Status = Literal["ok", "error"]
 ErrorType = Literal[
@@ -52,9 +65,25 @@ ERROR_TYPES: tuple[str, ...] = (
 #: serving errors nor in the error rate's denominator.
 EXCLUDED_FROM_ERROR_RATE: frozenset[str] = frozenset({"client_error", "cancelled"})
 
-NonNegInt = Annotated[StrictInt, Field(ge=0)]
+TokenCount = Annotated[StrictInt, Field(ge=0, le=MAX_TOKENS)]
+
+
+def _to_microsecond(ms: float) -> float:
+    """Durations are kept to the microsecond (3 decimals of ms).
+
+    Besides agreeing on every path (like ``ts`` truncated to ms), it means two
+    different durations differ by at least 0.001 ms, so a generation time
+    ``latency_ms - ttft_ms`` is either 0 or large enough for a finite speed.
+    """
+    return round(ms, 3)
+
+
 # Strict floats still accept JSON integers; bools are rejected.
-NonNegMs = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
+DurationMs = Annotated[
+    float,
+    Field(ge=0, le=MAX_DURATION_MS, allow_inf_nan=False, strict=True),
+    AfterValidator(_to_microsecond),
+]
 # RFC 3339 date-time: full date, T (or t or space, per its note), full time, Z or +hh:mm.
 # ``datetime.fromisoformat`` alone also takes ISO 8601 forms that are not RFC 3339.
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
@@ -80,11 +109,11 @@ class RequestEvent(BaseModel):
     status: Status
     error_type: ErrorType | None
     http_status: Annotated[StrictInt, Field(ge=100, le=599)]
-    ttft_ms: NonNegMs | None
-    latency_ms: NonNegMs
-    input_tokens: NonNegInt
-    output_tokens: NonNegInt
-    cached_input_tokens: NonNegInt
+    ttft_ms: DurationMs | None
+    latency_ms: DurationMs
+    input_tokens: TokenCount
+    output_tokens: TokenCount
+    cached_input_tokens: TokenCount
 
     @field_validator("event_id", mode="before")
     @classmethod
@@ -104,7 +133,7 @@ class RequestEvent(BaseModel):
     @field_validator("ts", mode="before")
     @classmethod
     def _ts_is_rfc3339(cls, v: Any, info: ValidationInfo) -> Any:
-        """RFC 3339 only, normalised to UTC with ms, at most 5 minutes ahead.
+        """RFC 3339 only, normalised to UTC with ms, at most 5 minutes ahead, 30 days back.
 
         One Python call per event on the hot path (the before-validator), with
         the conversions skipped when the input is already UTC with ms.
@@ -132,6 +161,8 @@ class RequestEvent(BaseModel):
         now = (info.context or {}).get("now") or datetime.now(UTC)
         if parsed - now > FUTURE_TOLERANCE:
             raise ValueError("must not lie more than 5 minutes in the future")
+        if now - parsed > MAX_EVENT_AGE:
+            raise ValueError("must not lie more than 30 days in the past (events are kept 30 days)")
         return parsed
 
     @model_validator(mode="after")

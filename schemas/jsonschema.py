@@ -25,7 +25,8 @@ def build_schema() -> dict[str, Any]:
         "One request served by a gateway node (schema version 1). Unknown fields are "
         "ignored. Cross-field rules: error_type is null iff status is ok; "
         "ttft_ms <= latency_ms; cached_input_tokens <= input_tokens; ts no more than "
-        "5 minutes in the future."
+        "5 minutes in the future and no more than 30 days in the past. Durations are kept "
+        "to the microsecond (rounded to 3 decimals of ms)."
     )
     schema["properties"]["ts"]["format"] = "date-time"
     return schema

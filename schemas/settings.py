@@ -50,7 +50,12 @@ class Settings(BaseSettings):
     stats_topic: str = STATS_TOPIC
     hourly_topic: str = HOURLY_TOPIC
     stats_interval_s: float = Field(default=DEFAULT_STATS_INTERVAL_S, gt=0)
-    requests_ttl_days: int = Field(default=DEFAULT_REQUESTS_TTL_DAYS, ge=8)
+    requests_ttl_days: int = Field(
+        default=DEFAULT_REQUESTS_TTL_DAYS,
+        ge=30,
+        le=3650,
+        description="days raw events are kept; at least the 30 days an event may lie back",
+    )
     partitions: int = Field(
         default=4, ge=1, description="partitions of the events topic when created"
     )

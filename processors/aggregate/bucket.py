@@ -9,6 +9,7 @@ never stored, so that merging stays exact.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
 
@@ -20,6 +21,25 @@ __all__ = ["HourBucket"]
 
 _FORMAT = 1
 _HEAD = struct.Struct("<BQQQQQII")  # format, requests, in, out, errors, denom, len(ttft), len(tps)
+
+
+def _speed(output_tokens: int, generation_ms: float) -> float | None:
+    """Tokens per second of generation, or None when it is not a finite number.
+
+    Valid events keep durations to the microsecond (``schemas.event``), so the
+    generation time is 0 or at least about a microsecond and the speed is
+    finite. Rows stored before that rule could hold a generation time so small
+    that the division underflows to 0 or overflows; such a row counts as a
+    request without a speed instead of stopping the stats of every model.
+    """
+    seconds = generation_ms / 1000.0
+    if seconds <= 0.0:
+        return None
+    try:
+        speed = output_tokens / seconds
+    except OverflowError:
+        return None
+    return speed if math.isfinite(speed) else None
 
 
 @dataclass(slots=True)
@@ -63,7 +83,9 @@ class HourBucket:
         if status == "ok" and ttft_ms is not None:
             self.ttft.add(ttft_ms)
             if output_tokens >= 2 and latency_ms > ttft_ms:
-                self.output_tps.add(output_tokens / ((latency_ms - ttft_ms) / 1000.0))
+                speed = _speed(output_tokens, latency_ms - ttft_ms)
+                if speed is not None:
+                    self.output_tps.add(speed)
 
     def merge(self, other: HourBucket) -> None:
         self.requests += other.requests

@@ -2,7 +2,9 @@
 
 Delivery upstream is at-least-once (gateway retries, spool replays, consumer
 restarts), so the writer deduplicates before inserting: within the batch, and
-against rows already stored with the same ``ts`` range. A retried insert of
+against every row already stored with the same ``event_id``, whatever its
+``ts``: an id counts once (a resend may carry another timestamp, and rows are
+ordered by hour, so ClickHouse's own merge would keep both). A retried insert of
 the same block carries the same ``insert_deduplication_token`` and is dropped
 by ClickHouse, so a crash between insert and offset commit is harmless too.
 """
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
 from processors.clickhouse import ClickHouse
@@ -62,20 +63,15 @@ def event_row(e: RequestEvent) -> tuple[Any, ...]:
 
 
 def existing_ids(ch: ClickHouse, events: Sequence[RequestEvent]) -> set[str]:
-    """The event_ids of ``events`` already stored (same event, same ts)."""
+    """The event_ids of ``events`` already stored, at any ``ts`` (the bloom filter finds them)."""
     found: set[str] = set()
     for i in range(0, len(events), _LOOKUP_CHUNK):
         chunk = events[i : i + _LOOKUP_CHUNK]
-        lo = min(e.ts for e in chunk) - timedelta(milliseconds=1)
-        hi = max(e.ts for e in chunk) + timedelta(milliseconds=1)
         # UUIDs are validated, so the list is inlined: binding 20,000 values
         # through the driver's parameter binder costs more than the query.
         ids = ",".join(f"'{e.event_id}'" for e in chunk)
         rows = ch.query(
-            "SELECT toString(event_id) FROM telemetry.requests "
-            "WHERE ts BETWEEN {lo:DateTime64(3, 'UTC')} AND {hi:DateTime64(3, 'UTC')} "
-            f"AND event_id IN ({ids})",
-            {"lo": lo, "hi": hi},
+            f"SELECT toString(event_id) FROM telemetry.requests WHERE event_id IN ({ids})"
         )
         found.update(r[0] for r in rows)
     return found

@@ -113,12 +113,15 @@ async def serve_control(store: SerialStore, path: Path) -> asyncio.AbstractServe
 
     async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await reader.readline()
             try:
-                req = orjson.loads(line[:_MAX_REQUEST])
-                if req.get("op") != "query":
-                    raise ValueError(f"unknown op {req.get('op')!r}")
-                answer = await _answer(store, str(req["sql"]), req.get("params"), reader)
+                line = await reader.readline()  # ValueError past _MAX_REQUEST bytes
+                req = orjson.loads(line)
+                if not isinstance(req, dict) or req.get("op") != "query":
+                    raise ValueError('expected {"op": "query", "sql": ...}')
+                params = req.get("params")
+                if params is not None and not isinstance(params, dict):
+                    raise ValueError("params must be an object")
+                answer = await _answer(store, str(req["sql"]), params, reader)
             except TelemetryError as exc:
                 answer = {"error": str(exc)}
             except (ValueError, KeyError, TypeError) as exc:

@@ -14,7 +14,7 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiohttp import web
@@ -32,12 +32,35 @@ from telemetry.embedded.control import kill_control_queries, serve_control, sock
 from telemetry.embedded.handoff import StoreHandoff
 from telemetry.embedded.serial import SerialStore
 
-__all__ = ["RunConfig", "run_embedded"]
+__all__ = ["RefreshHealth", "RunConfig", "run_embedded"]
 
 log = logging.getLogger(__name__)
 
 #: Read-only handles for the control socket: this many reads run at once.
 READERS = 4
+
+
+@dataclass
+class RefreshHealth:
+    """Whether the stats are being refreshed; what /readyz says when they are not."""
+
+    failures: int = 0
+    last_error: str = ""
+    failing_since: datetime | None = None
+
+    def refreshed(self) -> None:
+        self.failures, self.last_error, self.failing_since = 0, "", None
+
+    def failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+        self.failing_since = self.failing_since or datetime.now(UTC)
+
+    def problem(self) -> str | None:
+        if not self.failures:
+            return None
+        since = self.failing_since.isoformat() if self.failing_since else "?"
+        return f"stats refresh failing since {since} ({self.failures} attempts): {self.last_error}"
 
 
 @dataclass
@@ -87,7 +110,14 @@ async def run_embedded(
     ]
     store = SerialStore(writer, readers)
     handoff = StoreHandoff(store)
-    app = create_app(handoff=handoff, auth=auth, registry=CollectorRegistry(), limits=config.limits)
+    health = RefreshHealth()
+    app = create_app(
+        handoff=handoff,
+        auth=auth,
+        registry=CollectorRegistry(),
+        limits=config.limits,
+        problem=health.problem,
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
@@ -110,13 +140,19 @@ async def run_embedded(
         while not stop.is_set():
             try:
                 report: RefreshReport = await store.run(refresh)
+                health.refreshed()
                 if report.new_rows:
                     on_event(
                         f"refresh: {report.new_rows} new events, "
                         f"{report.buckets_updated} buckets, {report.stats_rows} stats rows"
                     )
-            except TelemetryError as exc:
-                on_event(f"refresh failed (will retry): {exc}")
+            except Exception as exc:
+                # Whatever the cause, the loop lives on: a refresh that fails is
+                # said in the log, shown by /readyz, and tried again next interval.
+                health.failed(exc)
+                if not isinstance(exc, TelemetryError):
+                    log.exception("refresh failed")
+                on_event(f"refresh failed (will retry in {config.refresh_every_s:g} s): {exc!r}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), config.refresh_every_s)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -10,6 +11,14 @@ import pytest
 from collector.encoding import DLQ_RAW_LIMIT, dead_letter_value, encode_record, raw_bytes
 from schemas.codec import encode_event, validate_event
 
+# An offset and microseconds to normalise; recent, since events over 30 days old are invalid.
+_AN_HOUR_AGO_PLUS_2 = (
+    (datetime.now(UTC) - timedelta(hours=1))
+    .replace(microsecond=678901)
+    .astimezone(timezone(timedelta(hours=2)))
+    .isoformat()
+)
+
 
 @pytest.mark.parametrize(
     "overrides",
@@ -17,7 +26,7 @@ from schemas.codec import encode_event, validate_event
         {},
         {"region": None, "ttft_ms": None},
         {"status": "error", "error_type": "timeout", "http_status": 504, "ttft_ms": None},
-        {"ts": "2026-01-02T03:04:05.678901+02:00", "latency_ms": 12.5, "ttft_ms": 1},
+        {"ts": _AN_HOUR_AGO_PLUS_2, "latency_ms": 12.5, "ttft_ms": 1},
         {"model": "anthropic/claude-ß", "extra_field": "dropped"},
     ],
 )

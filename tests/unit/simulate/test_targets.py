@@ -6,7 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,8 @@ from processors.simulate.targets import FileTarget, HttpTarget
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 
-END = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
+# Recent: the ingest app rejects events over 30 days old.
+END = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
 TOKEN = "sim-test-token"
 
 
