@@ -205,18 +205,20 @@ def connect(
     """Validate the DSN, then connect. Keyword-only beyond the DSN; no queries run.
 
     ``readonly`` gives a client for other people's SQL: its session is
-    ``readonly=1`` (no writes, no DDL, no setting may change, not even per
-    query), bounded by ``limits`` (set before ``readonly``, which then
-    freezes them), its database is ``telemetry``, and every query passes
-    ``processors.sql_guard`` first. In chDB, settings stick to the session
-    (one handle per client), so read-only is a property of the client, never
-    of one query.
+    ``readonly=1`` in chDB, 2 over HTTP (no writes, no DDL; in chDB no setting
+    may change, not even per query), bounded by ``limits``, its database is
+    ``telemetry``, and every query passes ``processors.sql_guard`` first. In
+    chDB, settings stick to the session (one handle per client), so read-only
+    is a property of the client, never of one query.
     """
     client_kwargs: dict[str, Any] = {}
     if readonly:
-        # Order matters: each setting is applied with SET, and readonly=1 refuses later ones.
+        # chDB applies each setting with SET, in order, and readonly=1 refuses the
+        # ones after it. Over HTTP, settings travel with every request, which
+        # readonly=1 would refuse; there readonly=2 keeps the limits settable by
+        # us, and sql_guard refuses SET and SETTINGS in the queries themselves.
         settings = {**(settings or {}), **(limits or ReadLimits()).session_settings()}
-        settings["readonly"] = 1
+        settings["readonly"] = 1 if urlsplit(dsn).scheme == "chdb" else 2
         client_kwargs["database"] = "telemetry"
     validate_dsn(dsn)
     import clickhouse_connect

@@ -50,7 +50,7 @@ REFUSED = [
     ("SELECT * FROM INFORMATION_SCHEMA.tables", "outside the telemetry and system"),
     ("SELECT * FROM default.t", "outside the telemetry and system"),
     ("SET max_result_rows = 1", "Set is not a read"),
-    ("SELECT 1 SETTINGS max_execution_time = 0", "readonly"),
+    ("SELECT 1 SETTINGS max_execution_time = 0", "setting"),
     ("USE system", "UseQuery is not a read"),
     ("KILL QUERY WHERE 1", "KillQueryQuery is not a read"),
     ("DROP TABLE telemetry.requests", "DropQuery is not a read"),
