@@ -300,3 +300,32 @@ def wait_exact(ch: Any, want: dict[tuple[str, str], tuple[int, int, int]], *, wh
             if got.get(k) != want.get(k)
         ]
         raise AssertionError(f"{exc}; {len(bad)} keys differ, e.g. {bad[:3]}") from None
+
+
+# Rows as ``model_stats_7d`` gives them back (naive UTC times), for export and display tests.
+AS_OF = datetime(2025, 5, 1, 12, 0, 30, 123000, tzinfo=UTC)
+WINDOW_START = datetime(2025, 4, 24, 13, tzinfo=UTC)
+
+
+def stats_row(model: str = "openai/gpt-4.1-mini", provider: str = "", **kw: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "model": model,
+        "provider": provider,
+        "as_of": AS_OF.replace(tzinfo=None),  # as ClickHouse hands it back
+        "window_start": WINDOW_START.replace(tzinfo=None),
+        "requests": 3000,
+        "input_tokens": 200_000,
+        "output_tokens": 488_812,
+        "traffic_tokens": 688_812,
+        "errors": 87,
+        "error_denominator": 3000,
+        "error_rate": 0.029,
+        "ttft_samples": 2900,
+        "ttft_p50_ms": 2297.0,
+        "ttft_p95_ms": 10900.0,
+        "ttft_p99_ms": 15000.0,
+        "output_tps_samples": 2800,
+        "output_tps_p50": 175.2,
+    }
+    row.update(kw)
+    return row

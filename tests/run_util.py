@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 from pipeline_util import wait_for
 
-__all__ = ["RunProcess", "cli", "run_env"]
+__all__ = ["RunProcess", "cli", "cli_bytes", "run_env"]
 
 
 def run_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -80,6 +80,7 @@ class RunProcess:
 def cli(
     cwd: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """One `telemetry` command in ``cwd``, its output as text."""
     return subprocess.run(
         [sys.executable, "-m", "telemetry.cli", *args],
         cwd=cwd,
@@ -87,4 +88,18 @@ def cli(
         capture_output=True,
         text=True,
         timeout=120,
+    )
+
+
+def cli_bytes(
+    cwd: Path, *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """The same with bytes in and out (hostile input and output checked byte for byte)."""
+    return subprocess.run(
+        [sys.executable, "-m", "telemetry.cli", *args],
+        cwd=cwd,
+        env=run_env(env),
+        input=stdin,
+        capture_output=True,
+        timeout=300,
     )

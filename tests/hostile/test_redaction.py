@@ -7,7 +7,6 @@ dead-letter topic, and the data directory was readable by every local user.
 
 from __future__ import annotations
 
-import os
 import stat
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 from pipeline_util import make_event
+from run_util import cli_bytes
 
 from collector.encoding import dead_letter_value
 from collector.handoff import Rejected as HttpRejected
@@ -157,16 +157,7 @@ def test_rejected_table_shows_no_prompt(clickhouse: Any) -> None:
 
 
 def _cli(args: list[str], cwd: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_")}
-    env["TELEMETRY_DATA_DIR"] = str(cwd / "data")
-    return subprocess.run(
-        [sys.executable, "-m", "telemetry.cli", *args],
-        cwd=cwd,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        timeout=300,
-    )
+    return cli_bytes(cwd, *args, env={"TELEMETRY_DATA_DIR": str(cwd / "data")}, stdin=stdin)
 
 
 def _loose(root: Path) -> list[str]:

@@ -9,17 +9,15 @@ here has no colour system, so any ESC byte in the output came from the data.
 from __future__ import annotations
 
 import io
-import os
 import subprocess
-import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from pipeline_util import make_event
+from pipeline_util import make_event, stats_row
 from rich.console import Console
+from run_util import cli_bytes
 from typer.testing import CliRunner
 
 from processors.export.document import Skipped
@@ -117,28 +115,6 @@ def test_sql_csv_keeps_the_data_exactly(capsys: pytest.CaptureFixture[str]) -> N
     assert [r[0] for r in rows[1:]] == HOSTILE
 
 
-def _stats_row(model: str, provider: str = "") -> dict[str, Any]:
-    return {
-        "model": model,
-        "provider": provider,
-        "as_of": datetime(2025, 5, 1, 12, tzinfo=UTC),
-        "window_start": datetime(2025, 4, 24, 12, tzinfo=UTC),
-        "requests": 3000,
-        "input_tokens": 200_000,
-        "output_tokens": 488_812,
-        "traffic_tokens": 688_812,
-        "errors": 87,
-        "error_denominator": 3000,
-        "error_rate": 0.029,
-        "ttft_samples": 2900,
-        "ttft_p50_ms": 2297.0,
-        "ttft_p95_ms": 10900.0,
-        "ttft_p99_ms": 15000.0,
-        "output_tps_samples": 2800,
-        "output_tps_p50": 175.2,
-    }
-
-
 class _Reader:
     """Answers the stats query with rows an attacker named."""
 
@@ -157,7 +133,7 @@ def test_stats_table_shows_data_literally(
 ) -> None:
     from telemetry.cli import app
 
-    rows = [_stats_row(value), _stats_row(value, provider=value)]
+    rows = [stats_row(value), stats_row(value, provider=value)]
     monkeypatch.setattr(stats_cmd, "open_reader", lambda *a, **k: _Reader(rows))
     result = CliRunner().invoke(app, ["stats"])
     assert result.exception is None, result.exception
@@ -183,7 +159,7 @@ def test_export_report_shows_data_literally(console: Console, value: str) -> Non
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_demo_page_block_shows_the_model_literally(console: Console, value: str) -> None:
-    console.print(demo_cmd._page_block(_stats_row(value)))
+    console.print(demo_cmd._page_block(stats_row(value)))
     out = _output(console)
     _assert_inert(out, value)
 
@@ -198,16 +174,8 @@ def test_fail_prints_the_message_literally(console: Console, value: str) -> None
 
 
 def _cli(args: list[str], cwd: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_")}
-    env.update(TELEMETRY_DATA_DIR=str(cwd / "data"), COLUMNS="400", TERM="xterm-256color")
-    return subprocess.run(
-        [sys.executable, "-m", "telemetry.cli", *args],
-        cwd=cwd,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        timeout=300,
-    )
+    env = {"TELEMETRY_DATA_DIR": str(cwd / "data"), "COLUMNS": "400", "TERM": "xterm-256color"}
+    return cli_bytes(cwd, *args, env=env, stdin=stdin)
 
 
 @pytest.mark.integration
