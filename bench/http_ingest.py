@@ -7,17 +7,25 @@ Kafka or in the spool), so the rate is a delivered rate; the spool is checked to
 
 Goal (issue 4): at least 50,000 events/s on one process.
 
+``--otlp`` also posts the same events as OTLP/HTTP protobuf trace exports (one GenAI
+span per event, 1,000 per export) to ``/v1/traces`` and prints the ratio of the two
+rates (goal, issue 15: spans at least half as fast as events).
+
 usage: python bench/http_ingest.py [--bootstrap HOST:PORT] [--batches 300] [--concurrency 8]
+                                   [--otlp]
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -47,8 +55,78 @@ def serve_main(bootstrap: str, spool_dir: str, topic: str) -> None:
     asyncio.run(serve(config, on_listening=lambda url: print(f"LISTENING {url}", flush=True)))
 
 
-async def post_batches(url: str, bodies: list[bytes], content_type: str, concurrency: int) -> float:
+def as_span(event: dict[str, Any], i: int) -> Any:
+    """The event as the GenAI span an instrumented gateway would export."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    start = int(datetime.fromisoformat(event["ts"]).timestamp() * 1e9)
+    attrs = {
+        "gen_ai.operation.name": AnyValue(string_value="chat"),
+        "gen_ai.request.model": AnyValue(string_value=event["model"]),
+        "gen_ai.provider.name": AnyValue(string_value=event["provider"]),
+        "gen_ai.usage.input_tokens": AnyValue(int_value=event["input_tokens"]),
+        "gen_ai.usage.output_tokens": AnyValue(int_value=event["output_tokens"]),
+        "gen_ai.response.time_to_first_chunk": AnyValue(double_value=event["ttft_ms"] / 1000),
+        "http.response.status_code": AnyValue(int_value=200),
+    }
+    return Span(
+        trace_id=os.urandom(16),
+        span_id=(i + 1).to_bytes(8, "big"),
+        name=f"chat {event['model']}",
+        kind=Span.SPAN_KIND_CLIENT,
+        start_time_unix_nano=start,
+        end_time_unix_nano=start + int(event["latency_ms"] * 1e6),
+        attributes=[KeyValue(key=k, value=v) for k, v in attrs.items()],
+    )
+
+
+def trace_exports(events: list[dict[str, Any]]) -> list[bytes]:
+    """Protobuf ExportTraceServiceRequests of ``BATCH`` spans, one resource each."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    out = []
+    for start in range(0, len(events), BATCH):
+        request = ExportTraceServiceRequest()
+        rs = request.resource_spans.add()
+        rs.resource.attributes.append(
+            KeyValue(key="service.name", value=AnyValue(string_value="gw-bench-1"))
+        )
+        rs.resource.attributes.append(
+            KeyValue(key="cloud.region", value=AnyValue(string_value="eu-west"))
+        )
+        ss = rs.scope_spans.add()
+        ss.scope.name = "bench"
+        ss.spans.extend(as_span(e, start + j) for j, e in enumerate(events[start : start + BATCH]))
+        out.append(request.SerializeToString())
+    return out
+
+
+def _check_events(status: int, body: bytes) -> None:
+    doc = orjson.loads(body)
+    if status != 200 or doc["accepted"] != BATCH:
+        raise RuntimeError(f"unexpected answer {status} {doc}")
+
+
+def _check_traces(status: int, body: bytes) -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceResponse,
+    )
+
+    answer = ExportTraceServiceResponse()
+    answer.ParseFromString(body)
+    if status != 200 or answer.HasField("partial_success"):
+        raise RuntimeError(f"unexpected answer {status} {answer}")
+
+
+async def post_batches(
+    url: str, bodies: list[bytes], content_type: str, concurrency: int, path: str = "/v1/events"
+) -> float:
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": content_type}
+    check = _check_traces if path == "/v1/traces" else _check_events
     queue = list(bodies)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as http:
@@ -56,12 +134,8 @@ async def post_batches(url: str, bodies: list[bytes], content_type: str, concurr
         async def worker() -> None:
             while queue:
                 body = queue.pop()
-                async with http.post(f"{url}/v1/events", data=body, headers=headers) as resp:
-                    if resp.status != 200:
-                        raise RuntimeError(f"{resp.status}: {await resp.text()}")
-                    doc = await resp.json()
-                    if doc["accepted"] != BATCH:
-                        raise RuntimeError(f"unexpected answer {doc}")
+                async with http.post(f"{url}{path}", data=body, headers=headers) as resp:
+                    check(resp.status, await resp.read())
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -86,6 +160,9 @@ async def main() -> None:
     p = parser("events per second through the HTTP ingest service")
     p.add_argument("--batches", type=int, default=300, help="batches of 1,000 per run")
     p.add_argument("--concurrency", type=int, default=8, help="connections posting at once")
+    p.add_argument(
+        "--otlp", action="store_true", help="also post the same events as OTLP spans to /v1/traces"
+    )
     args = p.parse_args()
     events = [make_event(i) for i in range(args.batches * BATCH)]
     ndjson = [
@@ -93,6 +170,7 @@ async def main() -> None:
         for i in range(0, len(events), BATCH)
     ]
     arrays = [orjson.dumps(events[i : i + BATCH]) for i in range(0, len(events), BATCH)]
+    exports = trace_exports(events) if args.otlp else []
     with broker(args.bootstrap) as bootstrap, tempfile.TemporaryDirectory() as spool:
         proc = subprocess.Popen(
             [sys.executable, __file__, "--serve", bootstrap, spool, topic_name("http")],
@@ -110,6 +188,11 @@ async def main() -> None:
             )  # warm-up
             t_nd = await post_batches(url, ndjson, "application/x-ndjson", args.concurrency)
             t_js = await post_batches(url, arrays, "application/json", args.concurrency)
+            t_otlp = 0.0
+            if exports:
+                proto = "application/x-protobuf"
+                await post_batches(url, exports[:20], proto, args.concurrency, "/v1/traces")
+                t_otlp = await post_batches(url, exports, proto, args.concurrency, "/v1/traces")
             spooled, sent = await spool_records(url)
         finally:
             proc.terminate()
@@ -118,8 +201,17 @@ async def main() -> None:
     print(f"\n{args.batches} batches of {BATCH} events, {args.concurrency} connections")
     print(f"NDJSON body:      {n / t_nd:10,.0f} events/s  ({args.batches / t_nd:6.1f} requests/s)")
     print(f"JSON array body:  {n / t_js:10,.0f} events/s  ({args.batches / t_js:6.1f} requests/s)")
-    print(f"acked by Kafka: {sent:,.0f}; left in the spool: {spooled:,.0f}")
     best = max(n / t_nd, n / t_js)
+    if t_otlp:
+        otlp_rate = n / t_otlp
+        print(
+            f"OTLP protobuf:    {otlp_rate:10,.0f} events/s  ({args.batches / t_otlp:6.1f} "
+            "requests/s, one span per event)"
+        )
+        ratio = otlp_rate / (n / t_nd)
+        verdict = "met" if ratio >= 0.5 else "NOT met"
+        print(f"/v1/traces / /v1/events (NDJSON): {ratio:.2f}x  (goal >= 0.5x: {verdict})")
+    print(f"acked by Kafka: {sent:,.0f}; left in the spool: {spooled:,.0f}")
     print(f"goal >= 50,000 events/s on one process: {'met' if best >= 50_000 else 'NOT met'}")
     footer()
 

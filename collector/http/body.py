@@ -27,7 +27,9 @@ __all__ = [
     "MAX_ITEMS",
     "MAX_REJECTS_KEPT",
     "BodyError",
+    "EventBatch",
     "Parsed",
+    "Unusable",
     "content_kind",
     "decompress",
     "parse_events",
@@ -225,8 +227,9 @@ def _zstd_frame_end(body: bytes, pos: int) -> int:
     return pos
 
 
-class _Undecodable:
-    """An NDJSON line that is not JSON (or too long): rejected in its turn, in input order."""
+class Unusable:
+    """An item that cannot be an event (an NDJSON line that is not JSON or too long, an
+    OTLP span without ids): rejected in its turn, in input order, with ``error``."""
 
     __slots__ = ("error",)
 
@@ -235,7 +238,7 @@ class _Undecodable:
 
 
 #: A line rejected unparsed once no more rejects are kept: only counted.
-_COUNT_ONLY = _Undecodable(InvalidEvent("$", "not an object"))
+_COUNT_ONLY = Unusable(InvalidEvent("$", "not an object"))
 
 
 @dataclass
@@ -270,8 +273,11 @@ class Parsed:
         return self.rejected_count > len(self.rejected)
 
 
-class _Batch:
+class EventBatch:
     """Items waiting for validation, in input order, validated ``_CHUNK`` at a time.
+
+    Shared by both doors (``/v1/events`` and ``/v1/traces``): whatever the body's
+    format, an event is judged by the same rules, with the same ``now``.
 
     One call of the batch validator per chunk is the fast path; a chunk with an
     invalid item is validated item by item, so the penalty stays one chunk's.
@@ -292,7 +298,7 @@ class _Batch:
             return
         self.items.append(item)
         self.where.append((index, line, raw))
-        if isinstance(item, _Undecodable):
+        if isinstance(item, Unusable):
             self.undecodable += 1
         if len(self.items) >= _CHUNK:
             self.flush()
@@ -305,7 +311,7 @@ class _Batch:
         else:
             valid_iter = iter(valid) if valid is not None else None
             for item, (index, line, raw) in zip(self.items, self.where, strict=True):
-                if isinstance(item, _Undecodable):
+                if isinstance(item, Unusable):
                     self.reject(index, line, (raw or b"")[:MAX_EVENT_BYTES], item, item.error)
                 elif valid_iter is not None:
                     parsed.events.append(next(valid_iter))
@@ -322,7 +328,7 @@ class _Batch:
         """The chunk's decoded items as events in one call, or None if one is invalid."""
         items = self.items
         if self.undecodable:
-            items = [item for item in items if not isinstance(item, _Undecodable)]
+            items = [item for item in items if not isinstance(item, Unusable)]
         try:
             return _BATCH.validate_python(items, context={"now": self.now})
         except ValidationError:
@@ -357,7 +363,7 @@ def parse_events(
     included) is a 413: the work per request is bounded by count, not only by bytes.
     """
     parsed = Parsed(keep=keep)
-    batch = _Batch(parsed, source=source, now=now or datetime.now(UTC))
+    batch = EventBatch(parsed, source=source, now=now or datetime.now(UTC))
     if kind == "json":
         for index, item in enumerate(_json_items(body, max_items)):
             batch.add(index, None, None, item)
@@ -415,7 +421,7 @@ _OBJECT_START = re.compile(rb"[ \t\r\n]*\{")
 
 
 def _decode_line(line: bytes, full: bool) -> Any:
-    """The line's JSON value, or ``_Undecodable`` with the reason.
+    """The line's JSON value, or ``Unusable`` with the reason.
 
     Once no more rejects are kept (``full``), a line that is too long or cannot
     start an object is rejected without being parsed, and no reason is written
@@ -425,7 +431,7 @@ def _decode_line(line: bytes, full: bool) -> Any:
     if full and (too_long or not _OBJECT_START.match(line)):
         return _COUNT_ONLY
     if too_long:
-        return _Undecodable(
+        return Unusable(
             InvalidEvent("$", f"event is {len(line)} bytes, over the {MAX_EVENT_BYTES} byte limit")
         )
     try:
@@ -433,4 +439,4 @@ def _decode_line(line: bytes, full: bool) -> Any:
     except orjson.JSONDecodeError as exc:
         if full:
             return _COUNT_ONLY
-        return _Undecodable(InvalidEvent("$", f"malformed JSON ({exc.msg} at char {exc.pos})"))
+        return Unusable(InvalidEvent("$", f"malformed JSON ({exc.msg} at char {exc.pos})"))

@@ -29,6 +29,20 @@ def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str,
     return out
 
 
+def _otlp(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An OTLP answer: a protobuf message, or its JSON form for a JSON request."""
+    out: dict[str, Any] = {
+        "description": description,
+        "content": {
+            "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": {"type": "object"}},
+        },
+    }
+    if headers:
+        out["headers"] = headers
+    return out
+
+
 def build_openapi(max_body: int = _DEFAULT_MAX_BODY) -> dict[str, Any]:
     event_schema = RequestEvent.model_json_schema(ref_template="#/components/schemas/{model}")
     defs = event_schema.pop("$defs", {})
@@ -145,6 +159,55 @@ def build_openapi(max_body: int = _DEFAULT_MAX_BODY) -> dict[str, Any]:
                         "415": _error("unsupported Content-Type or Content-Encoding"),
                         "429": _error("backlog past its bound", retry_after),
                         "503": _error("events cannot be stored right now", retry_after),
+                    },
+                }
+            },
+            "/v1/traces": {
+                "post": {
+                    "operationId": "ingestTraces",
+                    "summary": "OTLP/HTTP trace export: each GenAI span becomes a request event",
+                    "description": (
+                        "OpenTelemetry Protocol over HTTP (traces). A span with "
+                        "gen_ai.operation.name or gen_ai.request.model is mapped to a "
+                        "request event (docs/collector.md, 'OpenTelemetry (OTLP) in') and "
+                        "validated like one; other spans are ignored. Errors carry a "
+                        "google.rpc.Status body, encoded like the request."
+                    ),
+                    "parameters": [
+                        {
+                            "name": "Content-Encoding",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "enum": ["identity", "gzip", "zstd"]},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "description": f"an ExportTraceServiceRequest, at most {max_body} "
+                        f"bytes as sent and at most {MAX_ITEMS} spans",
+                        "content": {
+                            "application/x-protobuf": {
+                                "schema": {"type": "string", "format": "binary"}
+                            },
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "description": "OTLP/JSON (hex trace and span ids)",
+                                }
+                            },
+                        },
+                    },
+                    "responses": {
+                        "200": _otlp(
+                            "ExportTraceServiceResponse; partial_success counts the rejected "
+                            f"spans (the first {MAX_REJECTS_KEPT} are dead-lettered)"
+                        ),
+                        "400": _otlp("google.rpc.Status: body cannot be decoded"),
+                        "401": _otlp("google.rpc.Status: missing or invalid bearer token"),
+                        "413": _otlp("google.rpc.Status: body too large, or too many spans"),
+                        "415": _otlp("google.rpc.Status: unsupported Content-Type or encoding"),
+                        "429": _otlp("google.rpc.Status: backlog past its bound", retry_after),
+                        "503": _otlp("google.rpc.Status: cannot store events now", retry_after),
                     },
                 }
             },

@@ -130,6 +130,7 @@ async def run_embedded(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     on_event(f"ingest: POST http://{config.host}:{port}/v1/events")
+    on_event(f"ingest: OTLP/HTTP traces: POST http://{config.host}:{port}/v1/traces")
     if on_listening:
         on_listening(f"http://{config.host}:{port}")
     on_event(f"control socket: {socket_path(settings.data_dir)}")
