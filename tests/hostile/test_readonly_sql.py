@@ -81,7 +81,7 @@ ALLOWED = [
     ("SELECT sum(number) FROM numbers(4)", [(6,)]),
     ("WITH t AS (SELECT 2 AS x) SELECT x FROM t", [(2,)]),
     ("SELECT x FROM values('x UInt8', 1, 2) ORDER BY x", [(1,), (2,)]),
-    ("SELECT 1 UNION ALL SELECT 2 ORDER BY 1", [(1,), (2,)]),
+    ("SELECT x FROM (SELECT 1 AS x UNION ALL SELECT 2) ORDER BY x", [(1,), (2,)]),
 ]
 
 
