@@ -23,9 +23,18 @@ def unreachable(bootstrap: str, exc: BaseException) -> OperationalError:
 
 
 async def ensure_topics(
-    bootstrap: str, topics: Sequence[str], *, partitions: int, replication_factor: int = 1
+    bootstrap: str,
+    topics: Sequence[str],
+    *,
+    partitions: int,
+    replication_factor: int = 1,
+    configs: dict[str, str] | None = None,
 ) -> None:
-    """Create the topics if missing (idempotent), so keys spread over ``partitions``."""
+    """Create the topics if missing (idempotent), so keys spread over ``partitions``.
+
+    ``configs`` are topic configs for the ones created here (e.g. compaction
+    for a changelog).
+    """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
@@ -43,7 +52,10 @@ async def ensure_topics(
                 await admin.create_topics(
                     [
                         NewTopic(
-                            t, num_partitions=partitions, replication_factor=replication_factor
+                            t,
+                            num_partitions=partitions,
+                            replication_factor=replication_factor,
+                            topic_configs=configs or {},
                         )
                         for t in missing
                     ]

@@ -48,6 +48,7 @@ from processors.worker.records import (
     encode_offset,
 )
 from processors.worker.rolling_view import RollingView
+from processors.worker.tables import BUCKETS, SEEN
 from schemas.codec import decode_event
 from schemas.errors import InvalidEvent
 from schemas.settings import Settings
@@ -140,8 +141,8 @@ def create_app(
         added.pending_writes = writes
         return added
 
-    buckets = table(BucketsTable, "buckets")
-    seen = table(TrackedTable, "seen")
+    buckets = table(BucketsTable, BUCKETS)
+    seen = table(TrackedTable, SEEN)
 
     @app.on_partitions_revoked.connect
     async def settle_before_revoke(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Annotated
 import typer
 
 from processors.kafka_io import ensure_topics
+from processors.worker.tables import changelog_topics
 from telemetry.context import console, fail, settings_from
 
 
@@ -56,6 +58,19 @@ def register(app: typer.Typer) -> None:
         if sink:
             _run_sink(settings, bootstrap)
             return
+        # The tables' changelogs exist, with the events topic's partitions, before
+        # Faust starts: left to Faust, a fresh broker's metadata could show them
+        # with 0 partitions when the agent first touches a table (PartitionsMismatch).
+        worker_id = app_id or settings.worker_id
+        asyncio.run(
+            ensure_topics(
+                bootstrap,
+                changelog_topics(worker_id),
+                partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
+                configs={"cleanup.policy": "compact"},
+            )
+        )
         import faust
 
         from processors.worker.app import create_app
@@ -71,6 +86,7 @@ def _run_sink(settings: object, bootstrap: str) -> None:
     from processors.sinks.kafka_sink import run_sink
     from processors.store import open_store
     from schemas.settings import Settings
+    from telemetry.embedded.control import serve_store, socket_path
 
     assert isinstance(settings, Settings)
     ch = open_store(settings)
@@ -81,7 +97,12 @@ def _run_sink(settings: object, bootstrap: str) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_sink(settings, ch, bootstrap=bootstrap, stop=stop)
+        async with contextlib.AsyncExitStack() as shared:
+            if settings.clickhouse is None:
+                # The sink owns the embedded store: other shells read through it.
+                await shared.enter_async_context(serve_store(settings, ch))
+                console.print(f"control socket: {socket_path(settings.data_dir)}")
+            await run_sink(settings, ch, bootstrap=bootstrap, stop=stop)
 
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     asyncio.run(main())

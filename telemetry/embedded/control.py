@@ -22,23 +22,34 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from processors.clickhouse import ClickHouse
-from processors.store import open_store
+from processors.clickhouse import ClickHouse, connect
+from processors.store import open_store, read_limits
 from schemas.errors import OperationalError, TelemetryError
 from schemas.settings import Settings
 from telemetry.embedded.serial import SerialStore
 
-__all__ = ["ControlClient", "kill_control_queries", "open_reader", "serve_control", "socket_path"]
+__all__ = [
+    "READERS",
+    "ControlClient",
+    "kill_control_queries",
+    "open_reader",
+    "serve_control",
+    "serve_store",
+    "socket_path",
+]
 
 log = logging.getLogger(__name__)
 
 _MAX_REQUEST = 1 << 20
+#: Read-only handles behind the socket: this many reads run at once.
+READERS = 4
 
 
 def socket_path(data_dir: Path) -> Path:
@@ -136,6 +147,35 @@ async def serve_control(store: SerialStore, path: Path) -> asyncio.AbstractServe
     server = await asyncio.start_unix_server(handle, path=str(path), limit=_MAX_REQUEST)
     os.chmod(path, 0o600)
     return server
+
+
+@contextlib.asynccontextmanager
+async def serve_store(settings: Settings, writer: ClickHouse) -> AsyncIterator[SerialStore]:
+    """Share the store this process owns: the writer, read handles, and the control socket.
+
+    Any process that owns the embedded store (`telemetry run`, the sink)
+    serves it, so `telemetry stats`, `sql` and `export` work from other
+    shells while it runs. On leaving, every read the socket started is
+    killed: the process stops in seconds whatever is running.
+    """
+    limits = read_limits(settings)
+    readers = [
+        connect(settings.clickhouse_dsn, readonly=True, limits=limits) for _ in range(READERS)
+    ]
+    store = SerialStore(writer, readers)
+    path = socket_path(settings.data_dir)
+    server = await serve_control(store, path)
+    try:
+        yield store
+    finally:
+        server.close()
+        with contextlib.suppress(TelemetryError):
+            await store.run(kill_control_queries)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        store.close()
+        for reader in readers:
+            reader.close()
 
 
 class ControlClient:

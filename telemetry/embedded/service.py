@@ -1,6 +1,7 @@
 """`telemetry run`: HTTP ingest, stats refresh, scheduled exports and the control socket.
 
-Everything shares one chDB handle (``SerialStore``). The refresh is the same
+Ingest, refresh and exports share the writer handle; the control socket reads
+on handles of its own (``serve_store``, ``SerialStore``). The refresh is the same
 ``processors.embedded.refresh`` that `telemetry ingest` runs, so the maths is
 the aggregation core's, once.
 """
@@ -22,22 +23,17 @@ from prometheus_client import CollectorRegistry
 
 from collector.auth import TokenAuth
 from collector.http.app import IngestLimits, create_app
-from processors.clickhouse import connect
 from processors.embedded.refresh import RefreshReport, refresh
 from processors.export.run import ExportOptions, ExportReport, export_once
-from processors.store import open_store, read_limits
+from processors.store import open_store
 from schemas.errors import ConfigError, TelemetryError
 from schemas.settings import Settings
-from telemetry.embedded.control import kill_control_queries, serve_control, socket_path
+from telemetry.embedded.control import serve_store, socket_path
 from telemetry.embedded.handoff import StoreHandoff
-from telemetry.embedded.serial import SerialStore
 
 __all__ = ["RefreshHealth", "RunConfig", "run_embedded"]
 
 log = logging.getLogger(__name__)
-
-#: Read-only handles for the control socket: this many reads run at once.
-READERS = 4
 
 
 @dataclass
@@ -104,11 +100,8 @@ async def run_embedded(
 ) -> None:
     auth = resolve_auth(settings, config)
     writer = open_store(settings)
-    limits = read_limits(settings)
-    readers = [
-        connect(settings.clickhouse_dsn, readonly=True, limits=limits) for _ in range(READERS)
-    ]
-    store = SerialStore(writer, readers)
+    shared = contextlib.AsyncExitStack()
+    store = await shared.enter_async_context(serve_store(settings, writer))
     handoff = StoreHandoff(store)
     health = RefreshHealth()
     app = create_app(
@@ -123,7 +116,6 @@ async def run_embedded(
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else config.port  # when 0 was asked
-    control = await serve_control(store, socket_path(settings.data_dir))
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -180,16 +172,11 @@ async def run_embedded(
         await stop.wait()
     finally:
         on_event("stopping: finishing requests in progress")
-        control.close()
-        # Reads through the socket end now, not at their time bound: SIGTERM ends us in seconds.
-        with contextlib.suppress(TelemetryError):
-            await store.run(kill_control_queries)
+        # The socket closes and its reads are killed now, not at their time bound.
+        await shared.aclose()
         await runner.cleanup()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(TelemetryError):
             await store.run(refresh)
-        with contextlib.suppress(FileNotFoundError):
-            socket_path(settings.data_dir).unlink()
-        store.close()
