@@ -11,11 +11,15 @@ and does not run) and its tree is checked here against an allow-list:
 
 - statements: SELECT (with UNION/INTERSECT/EXCEPT), EXPLAIN of one, DESCRIBE,
   SHOW, EXISTS;
-- tables: ``telemetry.*``, ``system.*``, or a bare name (the session's
-  database is ``telemetry``; a bare name may also be a WITH alias);
+- tables read: ``telemetry.*``, ``system.*``, or a bare name (the session's
+  database is ``telemetry``; a bare name may also be a WITH alias), in FROM,
+  JOIN and on the right of IN;
 - table functions: generators only (``numbers``, ``values``, ...), no I/O;
-- no ``file``/``joinGet``/``dictGet*`` functions, no ``INTO OUTFILE``, no
-  ``SETTINGS`` (the session's bounds on time and memory stay as set).
+- no ``file``/``joinGet``/``dictGet*`` functions, no ``INTO OUTFILE`` (on
+  any statement), no ``SETTINGS`` (the session's bounds stay as set);
+- a printed tree that does not add up is refused: an identifier with a line
+  break prints as extra lines, so every node's stated number of children
+  must match the lines below it.
 
 Checking the engine's tree rather than our own parse of the text means there
 is no second parser for a query to fool. This module is pure: it reads the
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 __all__ = [
     "ALLOWED_DATABASES",
@@ -52,21 +57,47 @@ ALLOWED_TABLE_FUNCTIONS = frozenset(
 )
 #: Scalar functions that read files or tables named by a string (bypassing the table check).
 _DENIED_FUNCTIONS = frozenset({"file", "joinget", "joingetornull"})
-_STATEMENTS = frozenset(
+#: What the top node of each allowed statement may hold besides nothing: ``INTO
+#: OUTFILE`` is a Literal child and SETTINGS a Set child, so neither is listed.
+_STATEMENT_CHILDREN: dict[str, frozenset[str]] = {
+    "SelectWithUnionQuery": frozenset({"ExpressionList", "Identifier"}),
+    "DescribeQuery": frozenset({"TableExpression", "Identifier"}),
+    "ShowTables": frozenset({"Identifier"}),
+    "ShowColumns": frozenset({"Identifier"}),
+    "ShowCreateTableQuery": frozenset({"Identifier"}),
+    "ExistsTableQuery": frozenset({"Identifier"}),
+    "ShowProcesslistQuery": frozenset({"Identifier"}),
+}
+_STATEMENTS = frozenset({*_STATEMENT_CHILDREN, "Explain"})
+#: ``x IN db.t`` names a table as a plain Identifier (its second argument).
+_IN_FUNCTIONS = frozenset(
     {
-        "SelectWithUnionQuery",
-        "DescribeQuery",
-        "ShowTables",
-        "ShowColumns",
-        "ShowCreateTableQuery",
-        "ExistsTableQuery",
-        "ShowProcesslistQuery",
-        "Explain",
+        "in",
+        "notin",
+        "globalin",
+        "globalnotin",
+        "nullin",
+        "notnullin",
+        "globalnullin",
+        "globalnotnullin",
     }
 )
-#: Children a SELECT's top node may have besides its selects: FORMAT (an Identifier).
-_SELECT_CHILDREN = frozenset({"ExpressionList", "Identifier"})
 _LINE = re.compile(r"( *)([A-Za-z_][A-Za-z0-9_]*)(?: (.*))?")
+_CHILDREN = re.compile(r"(.*?) ?\(children (\d+)\)")
+_UNREADABLE = "the query could not be checked (an identifier with a line break?)"
+
+
+@dataclass
+class _Node:
+    kind: str
+    text: str
+    declared: int
+    children: list[_Node] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """The node's name without its alias (a table, a function)."""
+        return self.text.split(" (alias ", 1)[0].strip()
 
 
 class ReadOnlyViolation(ValueError):
@@ -95,36 +126,84 @@ def _check_function(name: str, parent: str | None) -> None:
         raise _refuse(f"table function {name}() is not allowed (only {allowed})")
 
 
-def check_ast(lines: Sequence[str]) -> None:
-    """Raise ``ReadOnlyViolation`` unless the parsed query is an allowed read.
+def _parse(lines: Sequence[str]) -> _Node:
+    """The tree ``EXPLAIN AST`` printed, one node per line, one space of indent per level.
 
-    ``lines`` are the rows of ``EXPLAIN AST <query>``: one node per line,
-    indented one space per level. A line that does not have that shape (an
-    identifier with a line break in it) makes the tree unreadable, and an
-    unreadable tree is refused.
+    An identifier with a line break in it prints as more than one line, and
+    could pass for nodes of its own. Every node states how many children it
+    has; a tree whose lines do not add up to those counts is refused.
     """
-    stack: list[tuple[int, str]] = []
+    root: _Node | None = None
+    stack: list[_Node] = []
     for number, line in enumerate(lines):
         m = _LINE.fullmatch(line)
         if m is None:
-            raise _refuse("the query could not be checked (an identifier with a line break?)")
+            raise _refuse(_UNREADABLE)
         depth, kind, rest = len(m[1]), m[2], m[3] or ""
         if (number == 0) != (depth == 0) or depth > len(stack):
             raise _refuse("the query could not be checked (one statement at a time)")
         del stack[depth:]
-        parent = stack[-1][1] if stack else None
-        if depth == 0 and kind not in _STATEMENTS:
-            raise _refuse(f"{kind} is not a read (only SELECT, EXPLAIN, DESCRIBE, SHOW, EXISTS)")
-        if parent == "Explain" and kind not in _STATEMENTS | {"Identifier"}:
-            raise _refuse(f"EXPLAIN of {kind} is not allowed")
-        if kind in ("Set", "SetQuery"):
-            raise _refuse("SETTINGS and SET are not allowed (the session's limits are fixed)")
-        if parent == "SelectWithUnionQuery" and kind not in _SELECT_CHILDREN:
-            raise _refuse("INTO OUTFILE is not allowed")
-        if kind == "TableIdentifier":
-            _check_table(rest.split(" (alias ", 1)[0].strip())
-        elif kind == "Function":
-            _check_function(rest.split(" ", 1)[0], parent)
-        stack.append((depth, kind))
-    if not stack:
+        counted = _CHILDREN.fullmatch(rest)
+        node = _Node(kind, counted[1], int(counted[2])) if counted else _Node(kind, rest, 0)
+        if stack:
+            stack[-1].children.append(node)
+        else:
+            root = node
+        stack.append(node)
+    if root is None:
         raise _refuse("empty query")
+    pending = [root]
+    while pending:
+        node = pending.pop()
+        if len(node.children) != node.declared:
+            raise _refuse(_UNREADABLE)
+        pending.extend(node.children)
+    return root
+
+
+def _check_statement(node: _Node) -> None:
+    if node.kind not in _STATEMENTS:
+        raise _refuse(f"{node.kind} is not a read (only SELECT, EXPLAIN, DESCRIBE, SHOW, EXISTS)")
+    for child in node.children:
+        if child.kind == "Literal":
+            raise _refuse("INTO OUTFILE is not allowed")
+        if node.kind == "Explain":
+            if child.kind != "Identifier":
+                _check_statement(child)
+            continue
+        if child.kind not in _STATEMENT_CHILDREN[node.kind]:
+            if child.kind in ("Set", "SetQuery"):
+                raise _refuse("SETTINGS and SET are not allowed (the session's limits are fixed)")
+            raise _refuse(f"{child.kind} in {node.kind} is not allowed")
+
+
+def _check_node(node: _Node, parent: _Node | None) -> None:
+    kind = node.kind
+    if kind in ("Set", "SetQuery"):
+        raise _refuse("SETTINGS and SET are not allowed (the session's limits are fixed)")
+    if kind == "SelectWithUnionQuery" and any(
+        c.kind not in _STATEMENT_CHILDREN[kind] for c in node.children
+    ):
+        raise _refuse("INTO OUTFILE is not allowed")
+    if kind == "TableIdentifier":
+        _check_table(node.name)
+    elif kind == "Function":
+        name = node.name.split(" ", 1)[0]
+        _check_function(name, parent.kind if parent else None)
+        args = node.children[0].children if node.children else []
+        if name.lower() in _IN_FUNCTIONS and len(args) > 1 and args[1].kind == "Identifier":
+            _check_table(args[1].name)
+
+
+def check_ast(lines: Sequence[str]) -> None:
+    """Raise ``ReadOnlyViolation`` unless the parsed query is an allowed read.
+
+    ``lines`` are the rows of ``EXPLAIN AST <query>``.
+    """
+    root = _parse(lines)
+    _check_statement(root)
+    pending: list[tuple[_Node, _Node | None]] = [(root, None)]
+    while pending:
+        node, parent = pending.pop()
+        _check_node(node, parent)
+        pending.extend((child, node) for child in node.children)

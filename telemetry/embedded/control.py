@@ -1,12 +1,13 @@
-"""A local control socket, so other shells can read while `telemetry run` owns chDB.
+"""A local control socket, so other shells can read while another process owns chDB.
 
-chDB admits one process per data directory. The running process listens on
+chDB admits one process per data directory. The process that owns it
+(`telemetry run`, or the sink with ClickHouse embedded) listens on
 ``DATA_DIR/control.sock`` (a Unix socket, owner-only permissions) and answers
 read-only queries; `telemetry stats` and `telemetry sql` route to it when they
 find the directory owned. Queries run on the read-only client
 (``processors.clickhouse.connect(readonly=True)``): a ``readonly=1`` session
 bounded in time, memory and result rows, each query checked on the engine's
-own parse by ``processors.sql_guard`` (docs/queries.md says what is allowed).
+own parse by ``processors.sql_guard`` (docs/security.md says what is allowed).
 A client that goes away takes its query with it: the query is killed.
 
 Protocol: one JSON object per line each way.
@@ -22,6 +23,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -50,13 +52,25 @@ log = logging.getLogger(__name__)
 _MAX_REQUEST = 1 << 20
 #: Read-only handles behind the socket: this many reads run at once.
 READERS = 4
+#: How often an orphaned query is killed again until it has ended.
+_KILL_EVERY_S = 0.25
+#: The longest a stopping process waits for its socket's reads to end.
+_STOP_READS_S = 5.0
 
 
 def socket_path(data_dir: Path) -> Path:
     return data_dir / "control.sock"
 
 
-def _query(ch: ClickHouse, sql: str, params: dict[str, Any] | None) -> dict[str, Any]:
+class _Gone(Exception):
+    """The client left before its query started."""
+
+
+def _query(
+    ch: ClickHouse, sql: str, params: dict[str, Any] | None, gone: threading.Event
+) -> dict[str, Any]:
+    if gone.is_set():  # it waited for a free handle and its client left meanwhile
+        raise _Gone
     names, types, rows = ch.query_typed(sql, params)
     return {"columns": names, "types": types, "rows": rows}
 
@@ -73,8 +87,8 @@ def _kill(ch: ClickHouse, tag: str) -> None:
 
 
 def kill_control_queries(ch: ClickHouse) -> None:
-    """Stop every query the control socket started (the service is stopping)."""
-    ch.command("KILL QUERY WHERE startsWith(query, {p:String}) ASYNC", {"p": _TAG})
+    """Stop every query the control socket started, and wait until they stopped."""
+    ch.command("KILL QUERY WHERE startsWith(query, {p:String}) SYNC", {"p": _TAG})
 
 
 async def _answer(
@@ -82,11 +96,17 @@ async def _answer(
 ) -> dict[str, Any] | None:
     """The query's answer, or None when its client hung up first (the query is killed).
 
-    A leading comment tags the query so that ``system.processes`` can find it;
-    the tag is random, so no other client can aim a KILL at it.
+    A leading comment tags the query so that the KILL finds it in
+    ``system.processes`` (and only it: the tag is random). A query still
+    waiting for a free handle sees ``gone`` and does not start; one between
+    its check and its start is caught by the next KILL: they repeat until the
+    query has ended.
     """
     tag = secrets.token_hex(12)
-    query = asyncio.ensure_future(store.run(_query, f"{_TAG}{tag} */ {sql}", params, read=True))
+    left = threading.Event()
+    query = asyncio.ensure_future(
+        store.run(_query, f"{_TAG}{tag} */ {sql}", params, left, read=True)
+    )
     gone = asyncio.ensure_future(reader.read(1))
     try:
         while True:
@@ -99,10 +119,13 @@ async def _answer(
     finally:
         gone.cancel()
     log.info("control: client went away; killing its query")
-    with contextlib.suppress(TelemetryError):
-        await store.run(_kill, tag)
+    left.set()
+    while not query.done():
+        with contextlib.suppress(TelemetryError):
+            await store.run(_kill, tag)
+        await asyncio.wait({query}, timeout=_KILL_EVERY_S)
     with contextlib.suppress(Exception):  # its answer has no one to go to
-        await query
+        query.result()
     return None
 
 
@@ -154,9 +177,9 @@ async def serve_store(settings: Settings, writer: ClickHouse) -> AsyncIterator[S
     """Share the store this process owns: the writer, read handles, and the control socket.
 
     Any process that owns the embedded store (`telemetry run`, the sink)
-    serves it, so `telemetry stats`, `sql` and `export` work from other
-    shells while it runs. On leaving, every read the socket started is
-    killed: the process stops in seconds whatever is running.
+    serves it, so `telemetry stats` and `sql` work from other shells while it
+    runs. On leaving, every read the socket started is killed (waited for up
+    to ``_STOP_READS_S``), and reads still waiting for a handle never start.
     """
     limits = read_limits(settings)
     readers = [
@@ -169,13 +192,19 @@ async def serve_store(settings: Settings, writer: ClickHouse) -> AsyncIterator[S
         yield store
     finally:
         server.close()
-        with contextlib.suppress(TelemetryError):
-            await store.run(kill_control_queries)
+        with contextlib.suppress(TelemetryError, TimeoutError):
+            await asyncio.wait_for(store.run(kill_control_queries), _STOP_READS_S)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        store.close()
-        for reader in readers:
-            reader.close()
+        store.close()  # reads still waiting for a handle never start
+
+        def close_readers() -> None:
+            for reader in readers:
+                reader.close()
+
+        # Off the loop: a handle's close waits for its lock.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.to_thread(close_readers), _STOP_READS_S)
 
 
 class ControlClient:
@@ -201,8 +230,13 @@ class ControlClient:
                     chunks.append(chunk)
         except OSError as exc:
             raise OperationalError(
-                f"the running `telemetry run` did not answer on {self.path}: {exc.strerror or exc}"
+                f"the process that owns the store did not answer on {self.path}: "
+                f"{exc.strerror or exc}"
             ) from None
+        if not chunks:
+            raise OperationalError(
+                f"the process serving {self.path} stopped before answering; run it again"
+            )
         answer = orjson.loads(b"".join(chunks))
         if "error" in answer:
             raise OperationalError(answer["error"])
@@ -226,7 +260,7 @@ class ControlClient:
 
 
 def open_reader(settings: Settings, *, readonly: bool = False) -> ClickHouse | ControlClient:
-    """The store if this process can open it, else the running `telemetry run` that owns it.
+    """The store if this process can open it, else the running process that owns it.
 
     Through the running process, queries are always read-only.
     """

@@ -112,9 +112,15 @@ async def run_embedded(
         problem=health.problem,
     )
     runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
-    await site.start()
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, config.host, config.port)
+        await site.start()
+    except BaseException:
+        # e.g. the port is taken: leave no socket file and no read threads behind
+        await runner.cleanup()
+        await shared.aclose()
+        raise
     port = runner.addresses[0][1] if runner.addresses else config.port  # when 0 was asked
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -162,7 +168,10 @@ async def run_embedded(
             try:
                 rep: ExportReport = await store.run(export_once, options)
                 on_event(f"export: {len(rep.written)} models written to {rep.out}")
-            except TelemetryError as exc:
+            except Exception as exc:
+                # Like the refresh: said, and tried again next interval.
+                if not isinstance(exc, TelemetryError):
+                    log.exception("export failed")
                 on_event(f"export failed (will retry): {exc}")
 
     tasks = [asyncio.create_task(refresher())]

@@ -58,6 +58,20 @@ REFUSED = [
     ("SELECT 1; SELECT file('/etc/passwd')", "could not be checked"),
     ("SELECT `a\nb` FROM telemetry.requests", "could not be checked"),
     ("EXPLAIN SELECT file('/etc/passwd')", "file()"),
+    # Found in review: INTO OUTFILE on statements other than SELECT.
+    ("SHOW TABLES INTO OUTFILE '{out}'", "INTO OUTFILE"),
+    ("DESCRIBE telemetry.requests INTO OUTFILE '{out}'", "INTO OUTFILE"),
+    ("SHOW CREATE TABLE telemetry.requests INTO OUTFILE '{out}'", "INTO OUTFILE"),
+    ("EXISTS telemetry.requests INTO OUTFILE '{out}' TRUNCATE", "INTO OUTFILE"),
+    ("SHOW PROCESSLIST INTO OUTFILE '{out}' APPEND", "INTO OUTFILE"),
+    ("EXPLAIN SELECT 1 INTO OUTFILE '{out}'", "INTO OUTFILE"),
+    # ... a table of another database on the right of IN ...
+    ("SELECT 'x' IN default.secret", "outside the telemetry and system"),
+    ("SELECT 1 WHERE 'x' GLOBAL NOT IN default.secret", "outside the telemetry and system"),
+    ("SELECT nullIn('x', default.secret)", "outside the telemetry and system"),
+    # ... and lines forged by an alias with a line break.
+    ("SELECT 1 AS `a (children 1)\n  Identifier b`", "could not be checked"),
+    ("SELECT 1 AS `a\n TableIdentifier default.t`", "could not be checked"),
 ]
 
 

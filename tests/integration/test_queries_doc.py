@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from processors.clickhouse import connect
 from processors.embedded import ingest_lines
 from processors.simulate import Simulator
 from processors.simulate.targets import encode_lines
@@ -89,9 +90,11 @@ def test_every_query_runs_and_returns_rows(clickhouse: Any, subtests: Any) -> No
     stored = _populate(clickhouse)
     assert stored >= 20_000
     queries = parse_queries(DOC.read_text())
+    # As analysts run them: `telemetry sql` is read-only (processors/sql_guard.py).
+    reader = connect(clickhouse.dsn, readonly=True)
     for q in queries:
         with subtests.test(msg=q.title):
-            names, rows = clickhouse.query_table(q.sql)
+            names, rows = reader.query_table(q.sql)
             assert rows, f"{q.title}: no rows"
             if q.title.lower().startswith("exact vs published"):
                 _check_published_against_exact(names, rows)
