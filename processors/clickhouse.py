@@ -77,7 +77,20 @@ class ClickHouse:
         The engine parses the query (``EXPLAIN AST`` runs nothing) and
         ``check_ast`` decides on that tree; a query the engine cannot parse is
         refused with the engine's own message.
+
+        First, though, the text must be one statement. chDB runs every
+        statement of a ``;``-separated text, and ``EXPLAIN AST`` shows only
+        the first: the others would run during the check itself, unchecked.
+        ``formatQuery`` gets the text as a value (nothing of it runs) and
+        refuses several statements.
         """
+        try:
+            self._client.query("SELECT formatQuery({q:String})", parameters={"q": sql})
+        except Exception as exc:
+            if not self.is_embedded:
+                raise _wrap(exc, "SELECT") from exc
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise QueryError(f"read-only SQL: one statement at a time ({first})") from None
         try:
             result = self._client.query(f"EXPLAIN AST\n{sql}", parameters=parameters)
             lines = [str(row[0]) for row in result.result_rows]

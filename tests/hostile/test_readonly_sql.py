@@ -55,7 +55,14 @@ REFUSED = [
     ("KILL QUERY WHERE 1", "KillQueryQuery is not a read"),
     ("DROP TABLE telemetry.requests", "DropQuery is not a read"),
     ("OPTIMIZE TABLE telemetry.requests FINAL", "OptimizeQuery is not a read"),
-    ("SELECT 1; SELECT file('/etc/passwd')", "could not be checked"),
+    ("SELECT 1; SELECT file('/etc/passwd')", "one statement at a time"),
+    # Found in adversarial review: later statements ran during the check itself.
+    (
+        "SELECT 1; SELECT 'x' INTO OUTFILE '{out}' TRUNCATE FORMAT RawBLOB; SELECT 1 WHERE 0",
+        "one statement at a time",
+    ),
+    ("SELECT 1; USE system; SELECT 1 WHERE 0", "one statement at a time"),
+    ("SELECT 1; KILL QUERY WHERE 1 SYNC; SELECT 1 WHERE 0", "one statement at a time"),
     ("SELECT `a\nb` FROM telemetry.requests", "could not be checked"),
     ("EXPLAIN SELECT file('/etc/passwd')", "file()"),
     # Found in review: INTO OUTFILE on statements other than SELECT.
@@ -227,3 +234,9 @@ def test_an_oversized_socket_request_is_cut_off(running: RunProcess) -> None:
     assert answer == b"" or b"bad request" in answer
     assert cli(running.cwd, "sql", "SELECT 1", "-f", "csv").returncode == 0
     assert "Traceback" not in (running.cwd / "run.log").read_text()
+
+
+def test_a_refused_use_leaves_the_database_as_it_was(reader: ClickHouse) -> None:
+    with pytest.raises(QueryError):
+        reader.query("SELECT 1; USE system; SELECT 1 WHERE 0")
+    assert reader.query("SELECT currentDatabase()") == [("telemetry",)]
