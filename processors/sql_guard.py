@@ -21,6 +21,9 @@ and does not run) and its tree is checked here against an allow-list:
   break prints as extra lines, so every node's stated number of children
   must match the lines below it.
 
+``ClickHouse.check_read`` first makes sure the text is one statement (chDB
+runs all of a ``;``-separated text, EXPLAIN shows only the first).
+
 Checking the engine's tree rather than our own parse of the text means there
 is no second parser for a query to fool. This module is pure: it reads the
 lines ``EXPLAIN AST`` returned.
