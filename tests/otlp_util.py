@@ -8,6 +8,7 @@ mapping under test: the two doors must give the same stats.
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from collections.abc import Sequence
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
@@ -23,7 +26,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
-__all__ = ["GATEWAY", "REGION", "SECRET", "Call", "as_event", "encode", "record"]
+__all__ = ["GATEWAY", "REGION", "SECRET", "Call", "as_event", "encode", "otlp_json", "record"]
 
 GATEWAY = "gw-otel-1"
 REGION = "eu-west"
@@ -122,3 +125,15 @@ def as_event(c: Call) -> dict[str, Any]:
         "output_tokens": c.output_tokens,
         "cached_input_tokens": c.cached_input_tokens,
     }
+
+
+def otlp_json(request: ExportTraceServiceRequest) -> bytes:
+    """OTLP/JSON of a request: proto3 JSON from json_format, with the ids as hex."""
+    doc = json_format.MessageToDict(request)
+    for rs in doc["resourceSpans"]:
+        for ss in rs["scopeSpans"]:
+            for s in ss["spans"]:
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in s:
+                        s[key] = base64.b64decode(s[key]).hex()
+    return orjson.dumps(doc)

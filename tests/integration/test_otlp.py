@@ -8,7 +8,6 @@ a re-sent export counts once; prompt text carried by spans is found nowhere.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import urllib.request
 from collections.abc import AsyncIterator
@@ -19,14 +18,12 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.sdk.trace.export import SpanExportResult
-from otlp_util import SECRET, Call, as_event, encode, record
+from otlp_util import SECRET, Call, as_event, encode, otlp_json, record
 from pipeline_util import wait_for
 from run_util import RunProcess, cli
 
@@ -84,17 +81,6 @@ def bad_calls() -> list[Call]:
 
 def _instant(ts: str) -> datetime:
     return datetime.fromisoformat(ts.replace("Z", "+00:00"))
-
-
-def otlp_json(request: ExportTraceServiceRequest) -> bytes:
-    doc = json_format.MessageToDict(request)
-    for rs in doc["resourceSpans"]:
-        for ss in rs["scopeSpans"]:
-            for s in ss["spans"]:
-                for key in ("traceId", "spanId", "parentSpanId"):
-                    if key in s:
-                        s[key] = base64.b64decode(s[key]).hex()
-    return orjson.dumps(doc)
 
 
 def post(url: str, body: bytes, content_type: str, token: str | None = None) -> tuple[int, bytes]:

@@ -9,33 +9,12 @@ from typing import Any
 import orjson
 import pytest
 import zstandard
-from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client import CollectorRegistry
+from aiohttp.test_utils import TestClient
+from ingest_util import AUTH, TOKEN
 
-from collector.auth import TokenAuth, hash_token
 from collector.handoff import MemoryHandoff
-from collector.http.app import IngestLimits, create_app
 
-TOKEN = "gateway-secret-1"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 JSON = {**AUTH, "Content-Type": "application/json"}
-
-
-@pytest.fixture
-def handoff() -> MemoryHandoff:
-    return MemoryHandoff()
-
-
-@pytest.fixture
-async def client(handoff: MemoryHandoff) -> AsyncIterator[TestClient[Any, Any]]:
-    app = create_app(
-        handoff=handoff,
-        auth=TokenAuth([hash_token(TOKEN)]),
-        registry=CollectorRegistry(),
-        limits=IngestLimits(max_body=64 * 1024, max_decompressed=256 * 1024),
-    )
-    async with TestClient(TestServer(app)) as c:
-        yield c
 
 
 async def test_mixed_batch_accepts_the_valid_and_explains_the_rest(

@@ -2,50 +2,26 @@
 
 from __future__ import annotations
 
-import base64
 import gzip
-from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from google.protobuf import json_format
 from google.rpc.status_pb2 import Status
+from ingest_util import AUTH
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from otlp_util import SECRET, Call, as_event, encode, record
-from prometheus_client import CollectorRegistry
+from otlp_util import SECRET, Call, as_event, encode, otlp_json, record
 
-from collector.auth import TokenAuth, hash_token
 from collector.handoff import MemoryHandoff
-from collector.http.app import IngestLimits, create_app
 from collector.otlp import parse_traces
 from collector.otlp_mapping import event_id
 
-TOKEN = "gateway-secret-1"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PROTO = {**AUTH, "Content-Type": "application/x-protobuf"}
 JSON = {**AUTH, "Content-Type": "application/json"}
-
-
-@pytest.fixture
-def handoff() -> MemoryHandoff:
-    return MemoryHandoff()
-
-
-@pytest.fixture
-async def client(handoff: MemoryHandoff) -> AsyncIterator[TestClient[Any, Any]]:
-    app = create_app(
-        handoff=handoff,
-        auth=TokenAuth([hash_token(TOKEN)]),
-        registry=CollectorRegistry(),
-        limits=IngestLimits(max_body=64 * 1024, max_decompressed=256 * 1024),
-    )
-    async with TestClient(TestServer(app)) as c:
-        yield c
 
 
 def proto(calls: list[Call]) -> bytes:
@@ -80,18 +56,6 @@ async def test_protobuf_export_becomes_the_events_it_stands_for(
         str(event_id(s.context.trace_id.to_bytes(16), s.context.span_id.to_bytes(8))) for s in spans
     ]
     assert [str(e.event_id) for e in handoff.events] == ids
-
-
-def otlp_json(request: ExportTraceServiceRequest) -> bytes:
-    """OTLP/JSON of a request: proto3 JSON from json_format, with the ids as hex."""
-    doc = json_format.MessageToDict(request)
-    for rs in doc["resourceSpans"]:
-        for ss in rs["scopeSpans"]:
-            for s in ss["spans"]:
-                for key in ("traceId", "spanId", "parentSpanId"):
-                    if key in s:
-                        s[key] = base64.b64decode(s[key]).hex()
-    return orjson.dumps(doc)
 
 
 async def test_otlp_json_with_hex_ids_gives_the_same_events(
