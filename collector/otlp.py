@@ -33,6 +33,7 @@ from collector.http.body import (
     EventBatch,
     Parsed,
     Unusable,
+    media_of,
 )
 from collector.otlp_mapping import SpanRejected, map_span, resource_of
 from schemas.errors import InvalidEvent
@@ -76,7 +77,7 @@ class ParsedSpans(Parsed):
 
 
 def content_kind(content_type: str | None) -> str:
-    media = (content_type or "").split(";", 1)[0].strip().lower()
+    media = media_of(content_type)
     kind = CONTENT_TYPES.get(media)
     if kind is None:
         raise BodyError(
@@ -89,7 +90,7 @@ def content_kind(content_type: str | None) -> str:
 
 def media_type(content_type: str | None) -> str:
     """The answer's media type: JSON for a JSON request, else protobuf (OTLP's default)."""
-    media = (content_type or "").split(";", 1)[0].strip().lower()
+    media = media_of(content_type)
     return "application/json" if media == "application/json" else "application/x-protobuf"
 
 

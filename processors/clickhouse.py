@@ -84,27 +84,31 @@ class ClickHouse:
         ``formatQuery`` gets the text as a value (nothing of it runs) and
         refuses several statements.
         """
+        self._parse("SELECT formatQuery({q:String})", {"q": sql}, "one statement at a time")
+        rows = self._parse(f"EXPLAIN AST\n{sql}", parameters, "the query could not be checked")
         try:
-            self._client.query("SELECT formatQuery({q:String})", parameters={"q": sql})
-        except Exception as exc:
-            if not self.is_embedded:
-                raise _wrap(exc, "SELECT") from exc
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise QueryError(f"read-only SQL: one statement at a time ({first})") from None
-        try:
-            result = self._client.query(f"EXPLAIN AST\n{sql}", parameters=parameters)
-            lines = [str(row[0]) for row in result.result_rows]
-        except Exception as exc:
-            if not self.is_embedded:
-                raise _wrap(exc, "EXPLAIN") from exc
-            # In-process, the engine cannot be down: the query itself did not parse
-            # (a syntax error, or several statements).
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise QueryError(f"read-only SQL: the query could not be checked: {first}") from None
-        try:
-            check_ast(lines)
+            check_ast([str(row[0]) for row in rows])
         except ReadOnlyViolation as exc:
             raise QueryError(str(exc)) from None
+
+    def _parse(
+        self, sql: str, parameters: dict[str, Any] | None, refusal: str
+    ) -> Sequence[Sequence[Any]]:
+        """Rows of a parse-only query of ``check_read``; its failure refuses the query.
+
+        In-process, the engine cannot be down: a failure means the query did
+        not parse, and its first line says why. Over HTTP it may be the server.
+        """
+        try:
+            rows: Sequence[Sequence[Any]] = self._client.query(
+                sql, parameters=parameters
+            ).result_rows
+            return rows
+        except Exception as exc:
+            if not self.is_embedded:
+                raise _wrap(exc, sql.split()[0]) from exc
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise QueryError(f"read-only SQL: {refusal}: {first}") from None
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
         if self.readonly:

@@ -32,6 +32,7 @@ __all__ = [
     "Unusable",
     "content_kind",
     "decompress",
+    "media_of",
     "parse_events",
 ]
 
@@ -59,8 +60,13 @@ class BodyError(Exception):
         self.message = message
 
 
+def media_of(content_type: str | None) -> str:
+    """The media type of a Content-Type header, without its parameters, lower case."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
 def content_kind(content_type: str | None) -> str:
-    media = (content_type or "").split(";", 1)[0].strip().lower()
+    media = media_of(content_type)
     kind = CONTENT_TYPES.get(media)
     if kind is None:
         raise BodyError(
