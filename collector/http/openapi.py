@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from collector.http.body import MAX_ITEMS, MAX_REJECTS_KEPT
+from collector.http.body import ENCODINGS, MAX_ITEMS, MAX_REJECTS_KEPT
 from schemas.event import RequestEvent
 
 __all__ = ["CHECKED_IN", "build_openapi", "render"]
@@ -46,6 +46,12 @@ def _otlp(description: str, headers: dict[str, Any] | None = None) -> dict[str, 
 def build_openapi(max_body: int = _DEFAULT_MAX_BODY) -> dict[str, Any]:
     event_schema = RequestEvent.model_json_schema(ref_template="#/components/schemas/{model}")
     defs = event_schema.pop("$defs", {})
+    content_encoding = {
+        "name": "Content-Encoding",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "enum": list(ENCODINGS)},
+    }
     retry_after = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
     return {
         "openapi": "3.1.0",
@@ -117,14 +123,7 @@ def build_openapi(max_body: int = _DEFAULT_MAX_BODY) -> dict[str, Any]:
                 "post": {
                     "operationId": "ingestEvents",
                     "summary": "Send a batch of request events",
-                    "parameters": [
-                        {
-                            "name": "Content-Encoding",
-                            "in": "header",
-                            "required": False,
-                            "schema": {"type": "string", "enum": ["identity", "gzip", "zstd"]},
-                        }
-                    ],
+                    "parameters": [content_encoding],
                     "requestBody": {
                         "required": True,
                         "description": f"at most {max_body} bytes as sent (and a bounded size "
@@ -173,14 +172,7 @@ def build_openapi(max_body: int = _DEFAULT_MAX_BODY) -> dict[str, Any]:
                         "validated like one; other spans are ignored. Errors carry a "
                         "google.rpc.Status body, encoded like the request."
                     ),
-                    "parameters": [
-                        {
-                            "name": "Content-Encoding",
-                            "in": "header",
-                            "required": False,
-                            "schema": {"type": "string", "enum": ["identity", "gzip", "zstd"]},
-                        }
-                    ],
+                    "parameters": [content_encoding],
                     "requestBody": {
                         "required": True,
                         "description": f"an ExportTraceServiceRequest, at most {max_body} "
