@@ -54,8 +54,9 @@ _MAX_REQUEST = 1 << 20
 READERS = 4
 #: How often an orphaned query is killed again until it has ended.
 _KILL_EVERY_S = 0.25
-#: The longest a stopping process waits for its socket's reads to end.
-_STOP_READS_S = 5.0
+#: The longest a stopping process waits, in all, for its socket's reads to end
+#: (so that it ends within 10 s of SIGTERM with time to spare).
+_STOP_READS_S = 3.0
 
 
 def socket_path(data_dir: Path) -> Path:
@@ -87,8 +88,8 @@ def _kill(ch: ClickHouse, tag: str) -> None:
 
 
 def kill_control_queries(ch: ClickHouse) -> None:
-    """Stop every query the control socket started, and wait until they stopped."""
-    ch.command("KILL QUERY WHERE startsWith(query, {p:String}) SYNC", {"p": _TAG})
+    """Stop every query the control socket started (the owner is stopping)."""
+    ch.command("KILL QUERY WHERE startsWith(query, {p:String}) ASYNC", {"p": _TAG})
 
 
 async def _answer(
@@ -192,19 +193,27 @@ async def serve_store(settings: Settings, writer: ClickHouse) -> AsyncIterator[S
         yield store
     finally:
         server.close()
-        with contextlib.suppress(TelemetryError, TimeoutError):
-            await asyncio.wait_for(store.run(kill_control_queries), _STOP_READS_S)
+        store.close()  # from now on no read starts; queued ones are cancelled
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _STOP_READS_S
+        # Kill until none runs: a read that was between its check and its start
+        # when one KILL ran is caught by the next.
+        while store.reads_running and loop.time() < deadline:
+            with contextlib.suppress(TelemetryError, TimeoutError):
+                left = max(0.1, deadline - loop.time())
+                await asyncio.wait_for(store.run(kill_control_queries), left)
+            await asyncio.sleep(_KILL_EVERY_S)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        store.close()  # reads still waiting for a handle never start
 
         def close_readers() -> None:
             for reader in readers:
                 reader.close()
 
-        # Off the loop: a handle's close waits for its lock.
+        # Off the loop: a handle's close waits for its lock. Both waits share one budget.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.to_thread(close_readers), _STOP_READS_S)
+            left = max(0.1, deadline - loop.time())
+            await asyncio.wait_for(asyncio.to_thread(close_readers), left)
 
 
 class ControlClient:

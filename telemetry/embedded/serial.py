@@ -21,10 +21,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from processors.clickhouse import ClickHouse
+from schemas.errors import OperationalError
 
-__all__ = ["SerialStore"]
+__all__ = ["SerialStore", "StoreClosing"]
 
 T = TypeVar("T")
+
+
+class StoreClosing(OperationalError):
+    """The store is being closed: no new read starts."""
 
 
 class SerialStore:
@@ -40,6 +45,9 @@ class SerialStore:
             self._read_pool = ThreadPoolExecutor(len(readers), thread_name_prefix="reader")
         #: writer calls waiting or running (the HTTP door's backpressure)
         self.waiting = 0
+        self._closing = threading.Event()
+        self._count_lock = threading.Lock()
+        self._reads_running = 0
 
     def call(self, fn: Callable[..., T], *args: Any, read: bool = False) -> T:
         if not read or self._readers is None:
@@ -47,7 +55,15 @@ class SerialStore:
                 return fn(self.ch, *args)
         reader = self._readers.get()
         try:
-            return fn(reader, *args)
+            if self._closing.is_set():
+                raise StoreClosing("the store is closing; no new read starts")
+            with self._count_lock:
+                self._reads_running += 1
+            try:
+                return fn(reader, *args)
+            finally:
+                with self._count_lock:
+                    self._reads_running -= 1
         finally:
             self._readers.put(reader)
 
@@ -62,7 +78,16 @@ class SerialStore:
         finally:
             self.waiting -= 1
 
+    @property
+    def reads_running(self) -> int:
+        """Reads on the read handles right now (a stopping owner kills them until 0)."""
+        return self._reads_running
+
     def close(self) -> None:
-        """Stop the read threads (call once no read is running)."""
+        """No read starts from now on: queued ones are cancelled, later ones refused.
+
+        Reads already running go on until they end or are killed.
+        """
+        self._closing.set()
         if self._read_pool is not None:
             self._read_pool.shutdown(wait=False, cancel_futures=True)
