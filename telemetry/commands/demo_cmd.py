@@ -88,9 +88,18 @@ async def _live(settings: Settings, sim: Simulator, seconds: float, rate: float)
     with _progress() as progress:
         task = progress.add_task("live", total=total, note=f"POST {url}/v1/events")
         plan = SimulationPlan(rate=rate, duration_s=seconds, live_events=total)
-        report = await simulate(
-            sim, HttpTarget(url), plan, on_live=lambda n: progress.advance(task, n)
+        traffic = asyncio.create_task(
+            simulate(sim, HttpTarget(url), plan, on_live=lambda n: progress.advance(task, n))
         )
+        await asyncio.wait({service, traffic}, return_when=asyncio.FIRST_COMPLETED)
+        if not traffic.done():
+            # SIGTERM or Ctrl-C stopped the service (its own handlers): the
+            # traffic would go on posting to nobody, so it stops too.
+            traffic.cancel()
+            await asyncio.gather(traffic, return_exceptions=True)
+            service.result()
+            fail("stopped before the demo finished; run it again for the page blocks")
+        report = traffic.result()
         progress.update(
             task,
             completed=report.live,
