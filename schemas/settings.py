@@ -65,9 +65,12 @@ class Settings(BaseSettings):
     worker_id: str = "telemetry-worker"
     worker_session_timeout_s: float = Field(default=10.0, ge=6, le=300)
     worker_reread_max: int = Field(
-        default=20_000,
+        default=500,
         ge=1,
-        description="events a worker reads straight from Kafka per step, when Faust skipped some",
+        description=(
+            "Kafka records (each up to 1 MB of events) a worker reads straight from Kafka "
+            "per step, when Faust skipped some"
+        ),
     )
     sql_timeout_s: float = Field(
         default=30.0,

@@ -3,43 +3,29 @@
 Pure: no Kafka, no Faust, no ClickHouse. A bucket is initialised empty, events
 are added, buckets merge (across providers for the all-providers row, across
 hours for the rolling 7 days), and ``figures()`` turns a bucket into the
-numbers of PRODUCT.md. Rates and quantiles are computed only in ``figures()``,
+numbers of docs/definitions.md. Rates and quantiles are computed only in ``figures()``,
 never stored, so that merging stays exact.
 """
 
 from __future__ import annotations
 
-import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from processors.aggregate.sketch import QuantileSketch
-from schemas.event import EXCLUDED_FROM_ERROR_RATE, RequestEvent
+import numpy as np
+import numpy.typing as npt
+
+from processors.aggregate.columns import BucketInputs
+from processors.aggregate.sketch import QuantileSketch, add_grouped
+from schemas.event import RequestEvent
 from schemas.stats import Figures
 
 __all__ = ["HourBucket"]
 
 _FORMAT = 1
 _HEAD = struct.Struct("<BQQQQQII")  # format, requests, in, out, errors, denom, len(ttft), len(tps)
-
-
-def _speed(output_tokens: int, generation_ms: float) -> float | None:
-    """Tokens per second of generation, or None when it is not a finite number.
-
-    Valid events keep durations to the microsecond (``schemas.event``), so the
-    generation time is 0 or at least about a microsecond and the speed is
-    finite. Rows stored before that rule could hold a generation time so small
-    that the division underflows to 0 or overflows; such a row counts as a
-    request without a speed instead of stopping the stats of every model.
-    """
-    seconds = generation_ms / 1000.0
-    if seconds <= 0.0:
-        return None
-    try:
-        speed = output_tokens / seconds
-    except OverflowError:
-        return None
-    return speed if math.isfinite(speed) else None
 
 
 @dataclass(slots=True)
@@ -53,14 +39,16 @@ class HourBucket:
     output_tps: QuantileSketch = field(default_factory=QuantileSketch)
 
     def add(self, event: RequestEvent) -> None:
-        """Count one event, following "What the numbers mean" to the letter."""
-        self.add_values(
-            event.status,
-            event.error_type,
-            event.ttft_ms,
-            event.latency_ms,
-            event.input_tokens,
-            event.output_tokens,
+        """Count one event (the column rules below, for a column of one)."""
+        self.add_columns(
+            BucketInputs.from_values(
+                [event.status],
+                [event.error_type],
+                [event.ttft_ms],
+                [event.latency_ms],
+                [event.input_tokens],
+                [event.output_tokens],
+            )
         )
 
     def add_values(
@@ -73,19 +61,74 @@ class HourBucket:
         output_tokens: int,
     ) -> None:
         """The same as ``add`` from plain column values (rows read back from ClickHouse)."""
-        self.requests += 1
-        self.input_tokens += input_tokens
-        self.output_tokens += output_tokens
-        if error_type not in EXCLUDED_FROM_ERROR_RATE:
-            self.error_denominator += 1
-            if status == "error":
-                self.errors += 1
-        if status == "ok" and ttft_ms is not None:
-            self.ttft.add(ttft_ms)
-            if output_tokens >= 2 and latency_ms > ttft_ms:
-                speed = _speed(output_tokens, latency_ms - ttft_ms)
-                if speed is not None:
-                    self.output_tps.add(speed)
+        self.add_columns(
+            BucketInputs.from_values(
+                [status], [error_type], [ttft_ms], [latency_ms], [input_tokens], [output_tokens]
+            )
+        )
+
+    def add_columns(self, cols: BucketInputs) -> None:
+        """Count a column of events into this bucket (``add_groups`` with one group)."""
+        HourBucket.add_groups([self], np.zeros(len(cols), dtype=np.intp), cols)
+
+    @staticmethod
+    def add_groups(
+        buckets: Sequence[HourBucket], group: npt.NDArray[np.intp], cols: BucketInputs
+    ) -> None:
+        """Count event ``i`` of the columns into ``buckets[group[i]]``: the one definition.
+
+        Following docs/definitions.md to the letter: every event is a request
+        and adds its tokens; an event excluded from the error rate
+        (``client_error``, ``cancelled``) is in neither its numerator nor its
+        denominator; TTFT is sketched for ``status = ok`` with a ``ttft_ms``;
+        output speed for those with ``output_tokens >= 2`` and
+        ``latency_ms > ttft_ms``, as tokens per second of generation. Valid
+        events keep durations to the microsecond (``schemas.event``), so a
+        positive generation time gives a finite speed; the finiteness check
+        keeps a row stored before that rule from stopping every model's stats.
+
+        Columnar: sums per bucket come from one sort and ``reduceat``, the
+        sketches from ``add_grouped``; Python runs once per touched bucket,
+        not once per event.
+        """
+        n = len(cols)
+        if not n:
+            return
+        order = np.argsort(group, kind="stable")
+        g = group[order]
+        starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+
+        def per_bucket(column: npt.NDArray[Any]) -> list[int]:
+            summed: list[int] = np.add.reduceat(column[order], starts).tolist()
+            return summed
+
+        counted = ~cols.excluded
+        sizes = np.diff(np.r_[starts, n]).tolist()
+        tokens_in = per_bucket(cols.input_tokens)
+        tokens_out = per_bucket(cols.output_tokens)
+        denominators = per_bucket(counted.astype(np.int64))
+        errors = per_bucket((cols.error & counted).astype(np.int64))
+        for j, b in enumerate(g[starts].tolist()):
+            bucket = buckets[b]
+            bucket.requests += sizes[j]
+            bucket.input_tokens += tokens_in[j]
+            bucket.output_tokens += tokens_out[j]
+            bucket.error_denominator += denominators[j]
+            bucket.errors += errors[j]
+        ttft = cols.ttft_ms
+        has_ttft = cols.ok & ~np.isnan(ttft)
+        if not has_ttft.any():
+            return
+        add_grouped([b.ttft for b in buckets], group[has_ttft], ttft[has_ttft])
+        timed = has_ttft & (cols.output_tokens >= 2)
+        timed[timed] &= cols.latency_ms[timed] > ttft[timed]
+        if not timed.any():
+            return
+        seconds = (cols.latency_ms[timed] - ttft[timed]) / 1000.0
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            speed = cols.output_tokens[timed].astype(np.float64) / seconds
+        finite = (seconds > 0.0) & np.isfinite(speed)
+        add_grouped([b.output_tps for b in buckets], group[timed][finite], speed[finite])
 
     def merge(self, other: HourBucket) -> None:
         self.requests += other.requests

@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Sequence
+from itertools import compress, pairwise
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from ddsketch import DDSketch
 
-__all__ = ["RELATIVE_ACCURACY", "QuantileSketch"]
+__all__ = ["RELATIVE_ACCURACY", "QuantileSketch", "add_grouped"]
 
 #: Half the 1% the contract allows. The exact quantile we promise is the value
 #: of the event at rank floor(q * (n - 1)), 0-based (docs/queries.md shows it in SQL);
@@ -25,6 +30,7 @@ __all__ = ["RELATIVE_ACCURACY", "QuantileSketch"]
 #: (bench/sketch_compare.py), too close to the bound.
 RELATIVE_ACCURACY = 0.005
 _FORMAT = 1
+_LN2 = math.log(2)  # math.log(v, 2) is log(v) / log(2): the mapping's formula
 _HEADER = struct.Struct("<BddQQ")  # format, min, max, zero_count, n_bins
 
 
@@ -46,6 +52,17 @@ def _get_varint(buf: memoryview, pos: int) -> tuple[int, int]:
         shift += 7
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    _put_varint(out, n)
+    return bytes(out)
+
+
+#: Varints of the small numbers most keys' deltas and bin counts are.
+_TABULATED = 1 << 14
+_VARINTS = [_varint(n) for n in range(_TABULATED)]
+
+
 def _zigzag(n: int) -> int:
     return (n << 1) ^ (n >> 63)
 
@@ -63,7 +80,11 @@ class QuantileSketch:
         self._sk = DDSketch(relative_accuracy=RELATIVE_ACCURACY)
 
     def add(self, value: float) -> None:
-        self._sk.add(value)
+        self.add_many(np.array([value], dtype=np.float64))
+
+    def add_many(self, values: npt.NDArray[np.float64]) -> None:
+        """Add a column of values at once."""
+        add_grouped([self], np.zeros(len(values), dtype=np.intp), values)
 
     def merge(self, other: QuantileSketch) -> None:
         if other.count:
@@ -86,23 +107,32 @@ class QuantileSketch:
     def to_bytes(self) -> bytes:
         sk = self._sk
         store = sk._store
-        pairs: list[tuple[int, int]] = [
-            (store.offset + i, int(c)) for i, c in enumerate(store.bins) if c
-        ]
+        bins = store.bins
+        # Only the non-empty bins, found by C-level iteration (the dense store
+        # spans every key between the smallest and the largest).
+        keys = list(compress(range(store.offset, store.offset + len(bins)), bins))
+        counts = list(map(int, filter(None, bins)))
         out = bytearray(
             _HEADER.pack(
                 _FORMAT,
                 sk._min if sk.count else math.inf,
                 sk._max if sk.count else -math.inf,
                 int(sk._zero_count),
-                len(pairs),
+                len(keys),
             )
         )
-        prev = 0
-        for key, count in pairs:
-            _put_varint(out, _zigzag(key - prev))
-            _put_varint(out, count)
-            prev = key
+        if not keys:
+            return bytes(out)
+        # The first key is written against 0, the others against the previous
+        # one (ascending, so the zig-zag of a delta is twice the delta).
+        values = [_zigzag(keys[0]), counts[0]]
+        values += [
+            x
+            for pair in zip([(b - a) << 1 for a, b in pairwise(keys)], counts[1:], strict=True)
+            for x in pair
+        ]
+        table = _VARINTS
+        out += b"".join([table[v] if v < _TABULATED else _varint(v) for v in values])
         return bytes(out)
 
     @classmethod
@@ -143,3 +173,83 @@ class QuantileSketch:
 
     def __hash__(self) -> int:  # mutable: identity hash like any mutable object
         return id(self)
+
+
+def _keys(mapping: Any, values: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    """The package's key (``LogarithmicMapping.key``) of each value, in one pass.
+
+    The ceiling of ``log(v) / log(2) * multiplier``, plus the offset, in the
+    package's order of operations; ``tests/unit/aggregate/test_columns.py``
+    checks it against the package key by key over every magnitude.
+    """
+    keys = np.ceil(np.log(values) / _LN2 * mapping._multiplier).astype(np.int64)
+    keys += int(mapping._offset)
+    return keys
+
+
+def add_grouped(
+    sketches: Sequence[QuantileSketch],
+    group: npt.NDArray[np.intp],
+    values: npt.NDArray[np.float64],
+) -> None:
+    """Add ``values[i]`` to ``sketches[group[i]]``, for a whole column at once.
+
+    The keys of every value come from one array operation, and the (sketch,
+    key) pairs are counted with one sort, so the Python work is one step
+    per distinct pair rather than per value. Values at or below the
+    mapping's smallest distinguishable value count as zeros, as in
+    ``DDSketch.add``.
+    """
+    n = len(values)
+    if not n:
+        return
+    mapping = sketches[0]._sk._mapping
+    order = np.argsort(group, kind="stable")
+    g = group[order]
+    v = values[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    present = g[starts].tolist()
+    sizes = np.diff(np.r_[starts, n]).tolist()
+    lows = np.minimum.reduceat(v, starts).tolist()
+    highs = np.maximum.reduceat(v, starts).tolist()
+    totals = np.add.reduceat(v, starts).tolist()
+    positive = v > mapping.min_possible
+    zeros = np.bincount(g[~positive], minlength=len(sketches)).tolist()
+    pg = g[positive]
+    keys = _keys(mapping, v[positive])
+    # Sorted by group already (stable); sort keys within each group.
+    pair_order = np.lexsort((keys, pg))
+    pg, keys = pg[pair_order], keys[pair_order]
+    m = len(keys)
+    if m:
+        new = np.r_[True, (pg[1:] != pg[:-1]) | (keys[1:] != keys[:-1])]
+        pair_starts = np.flatnonzero(new)
+        pair_groups = pg[pair_starts].tolist()
+        pair_keys = keys[pair_starts].tolist()
+        pair_counts = np.diff(np.r_[pair_starts, m]).tolist()
+    else:
+        pair_groups, pair_keys, pair_counts = [], [], []
+    p = 0
+    n_pairs = len(pair_groups)
+    for j, gi in enumerate(present):
+        sk = sketches[gi]._sk
+        q = p
+        while q < n_pairs and pair_groups[q] == gi:
+            q += 1
+        if q > p:
+            store = sk._store
+            store._extend_range(pair_keys[p], pair_keys[q - 1])
+            bins, offset = store.bins, store.offset
+            added = 0
+            for k in range(p, q):
+                bins[pair_keys[k] - offset] += pair_counts[k]
+                added += pair_counts[k]
+            store.count += added
+            p = q
+        sk._zero_count += zeros[gi]
+        sk._count += sizes[j]
+        sk._sum += totals[j]
+        if lows[j] < sk._min:
+            sk._min = lows[j]
+        if highs[j] > sk._max:
+            sk._max = highs[j]

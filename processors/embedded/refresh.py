@@ -10,9 +10,10 @@ nothing is counted twice.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+import numpy as np
 
 from processors.aggregate import (
     BucketKey,
@@ -23,6 +24,7 @@ from processors.aggregate import (
     rolling_rows,
     window_start,
 )
+from processors.aggregate.columns import BucketInputs
 from processors.clickhouse import ClickHouse
 from processors.sinks.stats import write_hourly, write_stats
 
@@ -86,6 +88,7 @@ def refresh(ch: ClickHouse, *, as_of: datetime | None = None) -> RefreshReport:
     high = _utc(high_rows[0][0]) if high_rows and high_rows[0][0] else low
     new_rows = 0
     touched: dict[BucketKey, HourBucket] = {}
+    cutoffs: list[datetime] = []
     stored = _load_buckets(ch, start)
     if high > low:
         rows = ch.query(
@@ -98,16 +101,34 @@ def refresh(ch: ClickHouse, *, as_of: datetime | None = None) -> RefreshReport:
             {"low": low, "high": high, "start": start},
         )
         new_rows = len(rows)
-        by_key: dict[tuple[str, str, datetime], list[tuple]] = defaultdict(list)
+        # One columnar add for every row newer than its bucket's ``through``.
+        keys: dict[tuple[str, str, datetime], int] = {}
+        group: list[int] = []
+        kept = []
+        targets: list[HourBucket] = []
         for r in rows:
-            by_key[(r[0], r[1], _utc(r[2]))].append(r)
-        for (model, provider, hour), key_rows in by_key.items():
-            key = BucketKey(model, provider, hour_of(hour))
-            bucket, through = stored.get(key, (HourBucket(), _EPOCH))
-            for r in key_rows:
-                if _utc(r[3]) > through:
-                    bucket.add_values(r[4], r[5], r[6], r[7], r[8], r[9])
-            touched[key] = bucket
+            k = (r[0], r[1], _utc(r[2]))
+            j = keys.get(k)
+            if j is None:
+                key = BucketKey(k[0], k[1], hour_of(k[2]))
+                bucket, through = stored.get(key, (HourBucket(), _EPOCH))
+                j = keys[k] = len(targets)
+                targets.append(bucket)
+                touched[key] = bucket
+                cutoffs.append(through)
+            if _utc(r[3]) > cutoffs[j]:
+                group.append(j)
+                kept.append(r)
+        if kept:
+            cols = BucketInputs.from_values(
+                [r[4] for r in kept],  # status
+                [r[5] for r in kept],  # error_type
+                [r[6] for r in kept],  # ttft_ms
+                [r[7] for r in kept],  # latency_ms
+                [r[8] for r in kept],  # input_tokens
+                [r[9] for r in kept],  # output_tokens
+            )
+            HourBucket.add_groups(targets, np.asarray(group, dtype=np.intp), cols)
         if touched:
             ch.insert(
                 "telemetry.stat_buckets",

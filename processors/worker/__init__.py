@@ -1,13 +1,15 @@
 """The Faust worker: events in, hour buckets in changelogged tables, rolling stats out."""
 
-from processors.worker.fold import DEDUP_WINDOW_S, FoldStats, Message, fold_partition
-from processors.worker.records import BucketRecord, SeenRecord
+from processors.worker.fold import DEDUP_WINDOW_S, FoldStats, Record, fold_records
+from processors.worker.records import BucketRecord
+from processors.worker.seen import Seen, SeenIds
 
 __all__ = [
     "DEDUP_WINDOW_S",
     "BucketRecord",
     "FoldStats",
-    "Message",
-    "SeenRecord",
-    "fold_partition",
+    "Record",
+    "Seen",
+    "SeenIds",
+    "fold_records",
 ]

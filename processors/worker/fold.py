@@ -1,9 +1,18 @@
-"""Fold a batch of messages into bucket records: the worker's logic, free of Faust.
+"""Fold a run of Kafka records into bucket records, a batch at a time, free of Faust.
 
-``fold_partition`` takes the messages of one partition in offset order and two
-stores (bucket records and seen event_ids, anything with ``get`` and
-``__setitem__``), and returns which buckets changed. The Faust agent calls it
-once per partition per batch; tests call it with dicts.
+``fold_records`` takes the records of one partition in offset order (each
+carrying one or more events, docs/record-format.md), the bucket store and the
+``seen`` block store (anything with ``get`` and ``__setitem__``) with its
+in-memory index, and returns what changed. The work is per batch, not per
+event: one validation call over every line (``schemas.batch``), dedup with
+dict lookups, a group-by on (model, provider, hour), and one columnar add per
+touched bucket (``HourBucket.add_columns``); then one write per touched
+bucket and one ``seen`` block for the run. The Faust agent calls it once per
+partition per batch; tests call it with dicts.
+
+An event is identified in the log by (partition, record offset, line). A
+record is folded whole or not at all, so a bucket's applied offset (rule 1
+of docs/architecture.md) still says, per partition, which records it holds.
 """
 
 from __future__ import annotations
@@ -12,21 +21,33 @@ from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from processors.aggregate import BucketKey, HourBucket, hour_of, in_window
-from processors.worker.records import BucketRecord, SeenRecord, encode_bucket_key
-from schemas.event import RequestEvent
+import numpy as np
 
-__all__ = ["DEDUP_WINDOW_S", "FoldStats", "Message", "fold_partition"]
+from processors.aggregate import BucketKey, HourBucket
+from processors.aggregate.columns import BucketInputs
+from processors.aggregate.window import window_start_hour
+from processors.worker.records import BucketRecord, encode_bucket_key
+from processors.worker.seen import BLOCK_ENTRIES, SeenIds, block_key, encode_block
+from schemas.batch import validate_lines
+from schemas.errors import InvalidEvent
+from schemas.event_record import UnreadableRecord, record_lines
 
-#: The same event delivered again within this many seconds counts once (PRODUCT.md).
+__all__ = ["DEDUP_WINDOW_S", "FoldStats", "Record", "fold_records"]
+
+#: The same event delivered again within this many seconds counts once
+#: (docs/definitions.md, "Duplicates").
 DEDUP_WINDOW_S = 3600.0
+_HOUR_MS = 3_600_000
 
 
 @dataclass(frozen=True, slots=True)
-class Message:
+class Record:
+    """One Kafka record of the events topic, as delivered (or read again)."""
+
     partition: int
     offset: int
-    event: RequestEvent
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
 
 
 @dataclass(slots=True)
@@ -35,59 +56,142 @@ class FoldStats:
     duplicates: int = 0
     replayed: int = 0  # already in the bucket (redelivery after a crash)
     outside_window: int = 0
+    #: (offset, line, why) of every line that is not a valid event.
+    invalid: list[tuple[int, int, InvalidEvent | UnreadableRecord]] = field(default_factory=list)
     changed: dict[BucketKey, BucketRecord] = field(default_factory=dict)
     #: Records written back unchanged because a replay touched them.
     rewritten: dict[BucketKey, BucketRecord] = field(default_factory=dict)
+    #: The keys of the ``seen`` blocks written for this run.
+    seen_blocks: list[bytes] = field(default_factory=list)
 
 
-def fold_partition(
-    messages: Sequence[Message],
+def fold_records(
+    records: Sequence[Record],
     buckets: MutableMapping[bytes, bytes],
-    seen: MutableMapping[bytes, bytes],
+    seen_blocks: MutableMapping[bytes, bytes],
+    seen: SeenIds,
     *,
     now: datetime,
     now_s: float,
+    cache: MutableMapping[BucketKey, BucketRecord] | None = None,
 ) -> FoldStats:
-    """Count each event once. Changed records are written back once per batch."""
+    """Count each event once. Changed records are written back once per call.
+
+    ``cache`` keeps decoded bucket records across calls, for a caller that is
+    the only writer of these partitions' buckets while it holds them (the
+    worker, within one generation): it must hold what ``buckets`` holds, so
+    a caller whose call raised drops it.
+    """
+    if cache is None:
+        cache = {}
     out = FoldStats()
-    records: dict[BucketKey, BucketRecord] = {}
-    for msg in messages:
-        ev = msg.event
-        hour = hour_of(ev.ts)
-        if not in_window(hour, now):
+    if not records:
+        return out
+    partition = records[0].partition
+    lines: list[bytes] = []
+    starts: list[int] = []  # where each record's lines start in ``lines``
+    offsets: list[int] = []
+    for record in records:
+        try:
+            rec_lines = record_lines(record.value, record.headers)
+        except UnreadableRecord as exc:
+            out.invalid.append((record.offset, 0, exc))
+            continue
+        starts.append(len(lines))
+        offsets.append(record.offset)
+        lines.extend(rec_lines)
+    batch = validate_lines(lines, now=now)
+    cols = batch.events
+
+    def place(index: list[int]) -> tuple[list[int], list[int]]:
+        """(record offset, line in the record) of each line index, in one pass."""
+        at = np.searchsorted(np.asarray(starts), np.asarray(index, dtype=np.intp), "right") - 1
+        first = np.asarray(starts)[at]
+        return np.asarray(offsets)[at].tolist(), (np.asarray(index) - first).tolist()
+
+    for (offset, line), (_, why) in zip(
+        zip(*place([i for i, _ in batch.rejects]), strict=True), batch.rejects, strict=True
+    ):
+        out.invalid.append((offset, line, why))
+    event_offsets, event_lines = place(cols.index)
+    first_hour = window_start_hour(now)
+    # Keys are plain (model, provider, hour) tuples here: a BucketKey is a
+    # named tuple, equal to and hashed like the plain one.
+    loaded: dict[tuple[str, str, int], BucketRecord] = {}
+    groups: dict[tuple[str, str, int], list[int]] = {}
+    newest: dict[tuple[str, str, int], int] = {}
+    entries: list[tuple[bytes, tuple[int, int, int, float]]] = []
+    models, providers, ts_ms, ids = cols.model, cols.provider, cols.ts_ms, cols.event_id
+    seen_get = seen.get
+    for k, offset in enumerate(event_offsets):
+        hour = ts_ms[k] // _HOUR_MS
+        if hour < first_hour:
             out.outside_window += 1
             continue
-        id_key = ev.event_id.bytes
-        prior_raw = seen.get(id_key)
-        if prior_raw is not None:
-            prior = SeenRecord.from_bytes(prior_raw)
-            fresh = now_s - prior.first_seen <= DEDUP_WINDOW_S
-            if fresh and (prior.partition, prior.offset) != (msg.partition, msg.offset):
+        line = event_lines[k]
+        eid = ids[k]
+        prior = seen_get(eid)
+        # Plain tuples in the order of ``Seen`` (partition, offset, line,
+        # first_seen): a named tuple costs a Python-level call per event.
+        if prior is not None and now_s - prior[3] <= DEDUP_WINDOW_S:
+            if prior[1] != offset or prior[2] != line or prior[0] != partition:
                 out.duplicates += 1
                 continue
-        if prior_raw is None or not fresh:
-            seen[id_key] = SeenRecord(msg.partition, msg.offset, now_s).to_bytes()
-        key = BucketKey(ev.model, ev.provider, hour)
-        rec = records.get(key)
+            mark = prior  # itself, again: rule 1 below decides
+        else:
+            mark = (partition, offset, line, now_s)
+            seen[eid] = mark
+        key = (models[k], providers[k], hour)
+        rec = loaded.get(key)
         if rec is None:
-            raw = buckets.get(encode_bucket_key(key))
-            rec = BucketRecord.from_bytes(raw) if raw is not None else BucketRecord(HourBucket())
-            records[key] = rec
-        if msg.offset <= rec.applied.get(msg.partition, -1):
+            bkey = BucketKey(*key)
+            rec = cache.get(bkey)
+            if rec is None:
+                raw = buckets.get(encode_bucket_key(bkey))
+                rec = BucketRecord(HourBucket()) if raw is None else BucketRecord.from_bytes(raw)
+                cache[bkey] = rec
+            loaded[key] = rec
+        entries.append((eid, mark))
+        if offset <= rec.applied.get(partition, -1):
             # Already folded. Write the record (and the seen entry) again
             # anyway: after a SIGKILL the local store can hold folds whose
             # changelog messages never left, and a replay is the one moment
-            # we know it. Without the rewrite, the next owner of this
-            # partition would restore the older record and miss them.
+            # we know it (rule 7). Without the rewrite, the next owner of
+            # this partition would restore the older record and miss them.
             out.replayed += 1
-            out.rewritten[key] = rec
-            if prior_raw is not None and fresh:
-                seen[id_key] = prior_raw
+            out.rewritten[BucketKey(*key)] = rec
             continue
-        rec.bucket.add(ev)
-        rec.applied[msg.partition] = msg.offset
-        out.counted += 1
-        out.changed[key] = rec
-    for key, rec in {**out.rewritten, **out.changed}.items():
-        buckets[encode_bucket_key(key)] = rec.to_bytes()
+        members = groups.get(key)
+        if members is None:
+            groups[key] = [k]
+        else:
+            members.append(k)
+        newest[key] = offset
+    if groups:
+        inputs = BucketInputs.from_values(
+            cols.status,
+            cols.error_type,
+            cols.ttft_ms,
+            cols.latency_ms,
+            cols.input_tokens,
+            cols.output_tokens,
+        )
+        keys = list(groups)
+        index = np.fromiter(
+            (k for key in keys for k in groups[key]), np.intp, sum(map(len, groups.values()))
+        )
+        group = np.repeat(np.arange(len(keys), dtype=np.intp), [len(groups[k]) for k in keys])
+        HourBucket.add_groups([loaded[k].bucket for k in keys], group, inputs.take(index))
+        for key in keys:
+            rec = loaded[key]
+            rec.applied[partition] = newest[key]
+            out.counted += len(groups[key])
+            out.changed[BucketKey(*key)] = rec
+    for key, touched in {**out.rewritten, **out.changed}.items():
+        buckets[encode_bucket_key(key)] = touched.to_bytes()
+    first, last = records[0].offset, records[-1].offset
+    for part, lo in enumerate(range(0, len(entries), BLOCK_ENTRIES)):
+        block = block_key(partition, first, last, part)
+        seen_blocks[block] = encode_block(entries[lo : lo + BLOCK_ENTRIES])
+        out.seen_blocks.append(block)
     return out

@@ -19,7 +19,6 @@ from processors.aggregate import BucketKey, HourBucket
 __all__ = [
     "NEXT_OFFSET_KEY",
     "BucketRecord",
-    "SeenRecord",
     "decode_bucket_key",
     "decode_offset",
     "encode_bucket_key",
@@ -30,7 +29,6 @@ _SEP = b"\x00"
 _HOUR = struct.Struct(">q")
 _COUNT = struct.Struct("<H")
 _APPLIED = struct.Struct("<iq")
-_SEEN = struct.Struct("<iqd")  # partition, offset, first seen (unix seconds)
 _OFFSET = struct.Struct("<q")
 
 #: Key of one record per partition in the buckets table: the next source
@@ -96,19 +94,3 @@ class BucketRecord:
             applied[p] = o
             pos += _APPLIED.size
         return cls(HourBucket.from_bytes(raw[pos:]), applied)
-
-
-@dataclass(frozen=True, slots=True)
-class SeenRecord:
-    """Where an event_id was first seen: the message that may count it."""
-
-    partition: int
-    offset: int
-    first_seen: float
-
-    def to_bytes(self) -> bytes:
-        return _SEEN.pack(self.partition, self.offset, self.first_seen)
-
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> SeenRecord:
-        return cls(*_SEEN.unpack(raw))

@@ -1,9 +1,10 @@
-"""The accuracy test: the published numbers against PRODUCT.md, computed independently.
+"""The accuracy test: the published numbers against docs/definitions.md, computed independently.
 
 Over 100,000 synthetic events (seeded) across 4 models x 3 providers, with
 heavy-tailed TTFTs, every error type, null TTFTs, TTFT == latency, 0/1 output
 tokens, events outside the window, and duplicates fed through
-``fold_partition`` (dict stores) so that duplicates are dropped. The expected
+``fold_records`` (dict stores), in records of up to 50 events, so that
+duplicates are dropped. The expected
 figures are computed here in plain Python straight from "What the numbers
 mean": counts must be equal, every quantile within 1% relative error of the
 exact quantile under both usual definitions (lower rank, and numpy's linear
@@ -23,9 +24,10 @@ from typing import Any
 import pytest
 
 from processors.aggregate import BucketKey, HourBucket, rolling_rows, window_start
-from processors.worker.fold import Message, fold_partition
+from processors.worker.fold import Record, fold_records
 from processors.worker.records import BucketRecord, decode_bucket_key
-from schemas.codec import validate_event
+from processors.worker.seen import SeenIds
+from schemas.codec import encode_event, validate_event
 from schemas.event import ERROR_TYPES, RequestEvent
 from schemas.stats import StatsRow
 
@@ -35,7 +37,8 @@ PROVIDERS = ("lognormal-co", "pareto-mix", "wide-tail")
 N_EVENTS = 104_000
 DUP_SHARE = 0.04
 OUTSIDE_SHARE = 0.03
-BATCH = 4000
+BATCH = 80  # records
+PER_RECORD = 50  # events
 PARTITIONS = 2
 TOLERANCE = 0.01
 EXCLUDED = ("client_error", "cancelled")
@@ -99,7 +102,7 @@ def _event(rng: random.Random, ts: datetime) -> dict[str, Any]:
 @dataclass
 class Traffic:
     unique: list[RequestEvent]  # every distinct event, in or out of the window
-    delivered: list[list[Message]]  # per partition, in offset order (with duplicates)
+    delivered: list[list[Record]]  # per partition, in offset order (with duplicates)
     n_duplicates: int
     n_outside_delivered: int
     buckets: dict[bytes, bytes] = field(default_factory=dict)
@@ -145,7 +148,10 @@ def _make_traffic() -> Traffic:
             else:
                 n_dup += 1
     delivered = [
-        [Message(p, offset, ev) for offset, ev in enumerate(events)]
+        [
+            Record(p, offset, b"\n".join(encode_event(ev) for ev in events[lo : lo + PER_RECORD]))
+            for offset, lo in enumerate(range(0, len(events), PER_RECORD))
+        ]
         for p, events in enumerate(per_partition)
     ]
     return Traffic(unique, delivered, n_dup, n_outside)
@@ -157,12 +163,13 @@ def traffic() -> Traffic:
     now_s = AS_OF.timestamp()
     # Interleave the partitions batch by batch, as a worker would see them.
     longest = max(len(msgs) for msgs in t.delivered)
+    ids = SeenIds()
     for lo in range(0, longest, BATCH):
         for msgs in t.delivered:
             batch = msgs[lo : lo + BATCH]
             if not batch:
                 continue
-            stats = fold_partition(batch, t.buckets, t.seen, now=AS_OF, now_s=now_s)
+            stats = fold_records(batch, t.buckets, t.seen, ids, now=AS_OF, now_s=now_s)
             t.counted += stats.counted
             t.duplicates += stats.duplicates
             t.outside += stats.outside_window

@@ -1,4 +1,4 @@
-"""Every rule of the request event (PRODUCT.md, schema version 1), one row each.
+"""Every rule of the request event (docs/definitions.md, schema version 1), one row each.
 
 A rejected event raises ``InvalidEvent`` whose ``field`` names the offending
 field (``"$"`` for the document itself), so a gateway engineer can fix the
@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
+from schemas.batch import validate_lines
 from schemas.codec import MAX_EVENT_BYTES, decode_event, encode_event, validate_event
 from schemas.errors import InvalidEvent
 from schemas.event import ERROR_TYPES, RequestEvent
@@ -242,29 +243,29 @@ def test_future_tolerance_uses_context_now(event: Any) -> None:
         validate_event(event(ts=six_min), now=NOW)
 
 
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        pytest.param({}, id="plain"),
-        pytest.param({"ttft_ms": None}, id="ttft-null"),
-        pytest.param({"region": None}, id="region-null"),
-        pytest.param({"ttft_ms": 2300.0, "latency_ms": 2300.0}, id="ttft-equals-latency"),
-        pytest.param({"ttft_ms": 0, "latency_ms": 0}, id="zeros-as-json-int"),
-        pytest.param({"input_tokens": 5, "cached_input_tokens": 5}, id="cached-equals-input"),
-        pytest.param({"output_tokens": 0, "input_tokens": 0}, id="no-tokens"),
-        pytest.param({"http_status": 100}, id="http-100"),
-        pytest.param({"http_status": 599}, id="http-599"),
-        pytest.param({"gateway_id": "g" * 128}, id="gateway-128"),
-        pytest.param({"model": "m" * 200}, id="model-200"),
-        pytest.param({"provider": "p" * 100}, id="provider-100"),
-        pytest.param({"stream": False}, id="stream-false"),
-        pytest.param({"ts": "2026-03-01T12:05:00Z"}, id="ts-exactly-5min-ahead"),
-        *[
-            pytest.param({"status": "error", "error_type": t, "http_status": 502}, id=t)
-            for t in ERROR_TYPES
-        ],
+VALID = [
+    pytest.param({}, id="plain"),
+    pytest.param({"ttft_ms": None}, id="ttft-null"),
+    pytest.param({"region": None}, id="region-null"),
+    pytest.param({"ttft_ms": 2300.0, "latency_ms": 2300.0}, id="ttft-equals-latency"),
+    pytest.param({"ttft_ms": 0, "latency_ms": 0}, id="zeros-as-json-int"),
+    pytest.param({"input_tokens": 5, "cached_input_tokens": 5}, id="cached-equals-input"),
+    pytest.param({"output_tokens": 0, "input_tokens": 0}, id="no-tokens"),
+    pytest.param({"http_status": 100}, id="http-100"),
+    pytest.param({"http_status": 599}, id="http-599"),
+    pytest.param({"gateway_id": "g" * 128}, id="gateway-128"),
+    pytest.param({"model": "m" * 200}, id="model-200"),
+    pytest.param({"provider": "p" * 100}, id="provider-100"),
+    pytest.param({"stream": False}, id="stream-false"),
+    pytest.param({"ts": "2026-03-01T12:05:00Z"}, id="ts-exactly-5min-ahead"),
+    *[
+        pytest.param({"status": "error", "error_type": t, "http_status": 502}, id=t)
+        for t in ERROR_TYPES
     ],
-)
+]
+
+
+@pytest.mark.parametrize("overrides", VALID)
 def test_valid_event_is_accepted(event: Any, overrides: dict[str, Any]) -> None:
     doc = event(**overrides)
     ev = validate_event(doc, now=NOW)
@@ -306,3 +307,42 @@ def test_encode_decode_round_trip(event: Any, overrides: dict[str, Any]) -> None
     back = decode_event(raw, now=NOW)
     assert back == ev
     assert encode_event(back) == raw
+
+
+# The batch path (schemas/batch.py) must agree with the model, rule by rule.
+
+
+@pytest.mark.parametrize(("overrides", "field"), [pytest.param(o, f, id=i) for i, o, f in REJECTED])
+def test_batch_path_rejects_with_the_same_field_and_words(
+    event: Any, overrides: dict[str, Any], field: str
+) -> None:
+    doc = event(**overrides)
+    with pytest.raises(InvalidEvent) as info:
+        decode_event(orjson.dumps(doc), now=NOW)
+    good = orjson.dumps(event())
+    batch = validate_lines([good, orjson.dumps(doc), good], now=NOW)
+    assert batch.events.index == [0, 2]
+    [(index, exc)] = batch.rejects
+    assert index == 1
+    assert (exc.field, exc.reason) == (info.value.field, info.value.reason)
+
+
+@pytest.mark.parametrize("ts", ISO_ONLY_TIMESTAMPS)
+def test_batch_path_rejects_non_rfc3339_forms(event: Any, ts: str) -> None:
+    batch = validate_lines([orjson.dumps(event(ts=ts))], now=NOW)
+    assert not batch.events
+    assert batch.rejects[0][1].field == "ts"
+
+
+@pytest.mark.parametrize("overrides", VALID)
+def test_batch_path_accepts_the_same_values(event: Any, overrides: dict[str, Any]) -> None:
+    raw = orjson.dumps(event(**overrides))
+    ev = decode_event(raw, now=NOW)
+    batch = validate_lines([raw], now=NOW)
+    assert not batch.rejects
+    cols = batch.events
+    assert cols.event_id == [ev.event_id.bytes]
+    assert cols.ts_ms == [round(ev.ts.timestamp() * 1000)]
+    for name in FIELDS:
+        if name not in ("event_id", "ts", "schema_version"):
+            assert getattr(cols, name) == [getattr(ev, name)], name

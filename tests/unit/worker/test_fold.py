@@ -1,4 +1,7 @@
-"""fold_partition: exactly-once effect under at-least-once delivery, with dict stores."""
+"""fold_records: exactly-once effect under at-least-once delivery, with dict stores.
+
+Each message here is a one-event record; tests/unit/worker/test_fold_batches.py
+folds records that carry many events."""
 
 from __future__ import annotations
 
@@ -10,14 +13,10 @@ from typing import Any
 import pytest
 
 from processors.aggregate import BucketKey, HourBucket, hour_of, rolling_rows, window_start
-from processors.worker.fold import DEDUP_WINDOW_S, Message, fold_partition
-from processors.worker.records import (
-    BucketRecord,
-    SeenRecord,
-    decode_bucket_key,
-    encode_bucket_key,
-)
-from schemas.codec import validate_event
+from processors.worker.fold import DEDUP_WINDOW_S, Record, fold_records
+from processors.worker.records import BucketRecord, decode_bucket_key, encode_bucket_key
+from processors.worker.seen import Seen, SeenIds, decode_block, encode_block
+from schemas.codec import encode_event, validate_event
 from schemas.event import RequestEvent
 
 NOW = datetime(2026, 3, 8, 12, 30, tzinfo=UTC)
@@ -46,13 +45,28 @@ def requests(buckets: dict[bytes, bytes]) -> int:
     return sum(BucketRecord.from_bytes(v).bucket.requests for v in buckets.values())
 
 
+def Message(partition: int, offset: int, event: RequestEvent) -> Record:
+    """A record holding one event, as a third-party producer writes it."""
+    return Record(partition, offset, encode_event(event))
+
+
 def fold(
-    msgs: list[Message],
+    msgs: list[Record],
     buckets: dict[bytes, bytes],
     seen: dict[bytes, bytes],
     now_s: float = NOW_S,
 ) -> Any:
-    return fold_partition(msgs, buckets, seen, now=NOW, now_s=now_s)
+    """Fold one partition's run (split per partition, as the agent does).
+
+    The seen index is rebuilt from the block store each call: what a
+    restarted worker has is the store, never the memory of the last one.
+    """
+    ids = SeenIds(seen.items())
+    stats = None
+    for p in sorted({m.partition for m in msgs}):
+        run = [m for m in msgs if m.partition == p]
+        stats = fold_records(run, buckets, seen, ids, now=NOW, now_s=now_s)
+    return stats
 
 
 def test_duplicates_within_the_hour_count_once(make: Any) -> None:
@@ -80,7 +94,7 @@ def test_duplicate_on_another_partition_counts_once(make: Any) -> None:
 
 
 def test_duplicates_older_than_an_hour_count_again(make: Any) -> None:
-    """PRODUCT.md: the same event delivered again *within an hour* counts once."""
+    """docs/definitions.md: the same event delivered again *within an hour* counts once."""
     a = make()
     buckets: dict[bytes, bytes] = {}
     seen: dict[bytes, bytes] = {}
@@ -89,7 +103,7 @@ def test_duplicates_older_than_an_hour_count_again(make: Any) -> None:
     assert (stats.counted, stats.duplicates) == (1, 0)
     assert requests(buckets) == 2
     # The seen record moved to the new message: a third copy within the hour is a dup.
-    assert SeenRecord.from_bytes(seen[a.event_id.bytes]).offset == 1
+    assert SeenIds(seen.items()).get(a.event_id.bytes).offset == 1  # type: ignore[union-attr]
     stats = fold([Message(0, 2, a)], buckets, seen, now_s=NOW_S + DEDUP_WINDOW_S + 60)
     assert (stats.counted, stats.duplicates) == (0, 1)
     assert requests(buckets) == 2
@@ -148,7 +162,7 @@ def test_replay_rewrites_state_whose_changelog_writes_were_lost(make: Any) -> No
     assert requests(buckets.changelog) == len(msgs)
 
 
-def _traffic(make: Any, seed: int, n: int = 300) -> list[list[Message]]:
+def _traffic(make: Any, seed: int, n: int = 300) -> list[list[Record]]:
     """Two partitions (keyed by model), several hours, retries of recent events."""
     rng = random.Random(seed)
     parts: list[list[RequestEvent]] = [[], []]
@@ -170,7 +184,7 @@ def _traffic(make: Any, seed: int, n: int = 300) -> list[list[Message]]:
     return [[Message(p, o, ev) for o, ev in enumerate(evs)] for p, evs in enumerate(parts)]
 
 
-def _run_clean(traffic: list[list[Message]], batch: int) -> dict[bytes, bytes]:
+def _run_clean(traffic: list[list[Record]], batch: int) -> dict[bytes, bytes]:
     buckets: dict[bytes, bytes] = {}
     seen: dict[bytes, bytes] = {}
     for lo in range(0, max(map(len, traffic)), batch):
@@ -245,7 +259,8 @@ def test_events_outside_the_window_are_skipped(make: Any) -> None:
     )
     assert (stats.counted, stats.outside_window) == (1, 2)
     assert [decode_bucket_key(k).hour for k in buckets] == [hour_of(start)]
-    assert outside.event_id.bytes not in seen and ancient.event_id.bytes not in seen
+    ids = SeenIds(seen.items())
+    assert ids.get(outside.event_id.bytes) is None and ids.get(ancient.event_id.bytes) is None
 
 
 def test_applied_offsets_are_per_partition(make: Any) -> None:
@@ -293,7 +308,8 @@ def test_record_bytes_round_trip(make: Any) -> None:
     assert back.to_bytes() == rec.to_bytes()
     key = BucketKey("vendor/model:tag", "prov", 493_000)
     assert decode_bucket_key(encode_bucket_key(key)) == key
-    assert SeenRecord.from_bytes(SeenRecord(2, 9, 1.5).to_bytes()) == SeenRecord(2, 9, 1.5)
+    entries = [(b"i" * 16, Seen(2, 9, 3, 1.5)), (b"j" * 16, Seen(2, 10, 0, 2.5))]
+    assert decode_block(encode_block(entries)) == entries
 
 
 def test_a_late_record_from_a_worker_that_lost_the_partition_is_not_restored() -> None:

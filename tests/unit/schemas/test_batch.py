@@ -1,0 +1,157 @@
+"""The batch validator accepts exactly what the model accepts, with the same values.
+
+Random documents mix valid events with every kind of damage (wrong types,
+bounds, missing fields, bad timestamps, non-objects, oversize and malformed
+lines); each line's fate through ``validate_lines`` must equal its fate
+through ``decode_event``, the per-event definition.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from schemas.batch import validate_lines
+from schemas.codec import MAX_EVENT_BYTES, decode_event
+from schemas.errors import InvalidEvent
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+HOSTILE: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    1,
+    -1,
+    1.5,
+    2**63 - 1,
+    "",
+    "x",
+    "1",
+    [],
+    {},
+    1e308,
+    -0.0,
+    100,
+    599,
+    600,
+    86_400_000,
+    86_400_000.001,
+    100_000_000,
+    100_000_001,
+    "2026-03-01T11:00:00Z",
+    "2026-03-01T11:00:00.123456+02:00",
+    "2026-03-01 11:00:00z",
+    "2026-03-01T11:00:00",
+    "2026-03-01T12:06:00Z",
+    "2026-01-01T00:00:00Z",
+    "12345678123456781234567812345678",
+    "{12345678-1234-5678-1234-567812345678}",
+    "urn:uuid:12345678-1234-5678-1234-567812345678",
+    "ok",
+    "error",
+    "timeout",
+    "cancelled",
+]
+
+
+def _doc(rng: random.Random, factory: Any) -> Any:
+    ts = NOW - timedelta(seconds=rng.random() * 86_400 * 29)
+    doc = factory(ts=ts.isoformat().replace("+00:00", "Z"))
+    if rng.random() < 0.5:
+        doc["ttft_ms"] = round(rng.random() * 5_000, rng.choice([0, 3, 6]))
+        doc["latency_ms"] = doc["ttft_ms"] + round(rng.random() * 9_000, rng.choice([0, 3, 6]))
+    for _ in range(rng.choice([0, 0, 1, 1, 2])):
+        name = rng.choice(sorted(doc))
+        if rng.random() < 0.1:
+            del doc[name]
+        else:
+            doc[name] = rng.choice(HOSTILE)
+    return doc
+
+
+def _lines(n: int, seed: int, factory: Any) -> list[bytes]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        roll = rng.random()
+        if roll < 0.02:
+            out.append(rng.choice([b"[1,2]", b'"text"', b"42", b"null", b"{", b"\xff\xfe", b""]))
+        elif roll < 0.03:
+            doc = factory()
+            doc["pad"] = "x" * MAX_EVENT_BYTES
+            out.append(orjson.dumps(doc))
+        else:
+            out.append(orjson.dumps(_doc(rng, factory)))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_every_line_has_the_fate_it_has_alone(event_factory: Any, seed: int) -> None:
+    lines = _lines(2_000, seed, event_factory)
+    batch = validate_lines(lines, now=NOW)
+    rejected = dict(batch.rejects)
+    cols = batch.events
+    assert sorted([*cols.index, *rejected]) == list(range(len(lines)))
+    at = {i: k for k, i in enumerate(cols.index)}
+    for i, line in enumerate(lines):
+        try:
+            ev = decode_event(line, now=NOW)
+        except InvalidEvent as exc:
+            assert i in rejected, (line, exc.reason)
+            assert (rejected[i].field, rejected[i].reason) == (exc.field, exc.reason)
+            continue
+        assert i in at, (line, rejected.get(i))
+        k = at[i]
+        assert cols.event_id[k] == ev.event_id.bytes
+        assert cols.ts_ms[k] == round(ev.ts.timestamp() * 1000)
+        got = {
+            name: getattr(cols, name)[k]
+            for name in (
+                "ttft_ms",
+                "latency_ms",
+                "status",
+                "error_type",
+                "model",
+                "provider",
+                "region",
+                "gateway_id",
+                "stream",
+                "http_status",
+                "input_tokens",
+                "output_tokens",
+                "cached_input_tokens",
+            )
+        }
+        assert got == {name: getattr(ev, name) for name in got}
+    assert len(cols) > 500 and len(rejected) > 100  # the mix exercises both fates
+
+
+def test_an_empty_batch_is_empty() -> None:
+    batch = validate_lines([], now=NOW)
+    assert not batch.events and not batch.rejects
+
+
+def test_round3_is_pythons_round_for_every_value() -> None:
+    import numpy as np
+
+    from schemas.batch import round3
+
+    rng = np.random.default_rng(5)
+    values = np.concatenate(
+        [
+            rng.uniform(0, 86_400_000, 100_000),
+            rng.lognormal(6, 2, 100_000),
+            # Halves and near-halves at the third decimal, exact ties among them.
+            np.arange(0, 5_000) / 1000.0 + 0.0005,
+            np.array([0.0625, 2.675, 1.0005, 0.0005, 0.0015, 1e-9, 86_400_000.0, 0.0]),
+            np.nextafter(np.arange(1, 2_000) / 1000.0 + 0.0005, 0),
+        ]
+    )
+    got = round3(values).tolist()
+    assert got == [round(v, 3) for v in values.tolist()]

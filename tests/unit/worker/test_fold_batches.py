@@ -1,0 +1,92 @@
+"""fold_records with records that carry many events: identity is (offset, line)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from processors.worker.fold import Record, fold_records
+from processors.worker.records import BucketRecord
+from processors.worker.seen import BLOCK_ENTRIES, SeenIds, block_partition, decode_block
+from schemas.event_record import RECORD_HEADERS
+
+NOW = datetime(2026, 3, 8, 12, 30, tzinfo=UTC)
+NOW_S = NOW.timestamp()
+
+
+def _doc(factory: Any, **overrides: Any) -> dict[str, Any]:
+    overrides.setdefault("ts", (NOW - timedelta(minutes=5)).isoformat())
+    doc: dict[str, Any] = factory(**overrides)
+    return doc
+
+
+def _record(offset: int, docs: list[dict[str, Any]], *, partition: int = 0) -> Record:
+    value = b"\n".join(orjson.dumps(d) for d in docs)
+    return Record(partition, offset, value, RECORD_HEADERS)
+
+
+def _fold(records: list[Record], buckets: dict, seen: dict, now_s: float = NOW_S) -> Any:
+    return fold_records(records, buckets, seen, SeenIds(seen.items()), now=NOW, now_s=now_s)
+
+
+def _requests(buckets: dict[bytes, bytes]) -> int:
+    return sum(BucketRecord.from_bytes(v).bucket.requests for k, v in buckets.items())
+
+
+def test_a_copy_inside_one_record_counts_once_and_the_record_replays_whole(
+    event_factory: Any,
+) -> None:
+    a, b = _doc(event_factory), _doc(event_factory)
+    records = [_record(0, [a, b, a]), _record(1, [b, _doc(event_factory)])]
+    buckets: dict[bytes, bytes] = {}
+    seen: dict[bytes, bytes] = {}
+    stats = _fold(records, buckets, seen)
+    assert (stats.counted, stats.duplicates, stats.replayed) == (3, 2, 0)
+    # Redelivered after a crash: every line is recognised as itself.
+    again = _fold(records, buckets, seen, NOW_S + 5)
+    assert (again.counted, again.duplicates, again.replayed) == (0, 2, 3)
+    assert _requests(buckets) == 3
+
+
+def test_bad_lines_are_reported_with_their_place_and_neighbours_count(
+    event_factory: Any,
+) -> None:
+    good = [_doc(event_factory) for _ in range(3)]
+    value = (
+        orjson.dumps(good[0])
+        + b"\r\n\n"  # CRLF and an empty line
+        + b'{"event_id": 1}\n'
+        + orjson.dumps(good[1])
+        + b"\nnot json\n"
+        + orjson.dumps(good[2])
+    )
+    buckets: dict[bytes, bytes] = {}
+    stats = _fold([Record(0, 7, value)], buckets, {})
+    assert stats.counted == 3
+    assert [(o, line, why.field) for o, line, why in stats.invalid] == [
+        (7, 1, "event_id"),
+        (7, 3, "$"),
+    ]
+
+
+def test_a_record_in_a_format_we_do_not_read_is_refused_whole(event_factory: Any) -> None:
+    rec = Record(0, 3, orjson.dumps(_doc(event_factory)), [("content-type", b"application/avro")])
+    stats = _fold([rec], {}, {})
+    assert stats.counted == 0
+    [(offset, _, why)] = stats.invalid
+    assert offset == 3 and why.field == "content-type"
+
+
+def test_seen_blocks_stay_under_the_request_size(event_factory: Any) -> None:
+    n = BLOCK_ENTRIES + 10
+    docs = [_doc(event_factory) for _ in range(n)]
+    records = [_record(i, docs[i * 1000 : (i + 1) * 1000]) for i in range((n + 999) // 1000)]
+    seen: dict[bytes, bytes] = {}
+    stats = _fold(records, {}, seen)
+    assert stats.counted == n
+    assert len(stats.seen_blocks) == 2
+    assert all(len(v) < 1_000_000 for v in seen.values())
+    assert sum(len(decode_block(v)) for v in seen.values()) == n
+    assert {block_partition(k) for k in seen} == {0}
