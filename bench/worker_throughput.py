@@ -7,14 +7,21 @@ Without ``--bootstrap`` (or ``TELEMETRY_KAFKA``) it starts its own broker with
 ``deploy/local-kafka`` on port 19496 (BENCH_KAFKA_PORT) and stops (and wipes) it at the end.
 
 1. Pre-produces N events (12 models x 3 providers, timestamps over the last 6
-   days, keyed by model) to a fresh 4-partition topic.
-2. Bare consumer: one aiokafka consumer, no group, reads every partition from
-   the start and only runs ``decode_event`` on each value.
+   days) to a fresh 4-partition topic as our producers write them: batch
+   records (docs/record-format.md), each round of ``ROUND_EVENTS`` events
+   packed per partition into NDJSON records of at most ``MAX_RECORD_BYTES``.
+   The same events also go, one event per record keyed by model (the format
+   of producers of other teams), to a second topic.
+2. Bare consumers, no group, each reading every partition from the start:
+   one splits the batch records into lines and runs ``decode_event`` on each;
+   the other reads the one-event topic and runs only ``orjson.loads`` per
+   record (the floor any consumer of one-event records pays).
 3. Worker: ``telemetry worker --interval 5`` as a subprocess with a fresh app id
    and state dir. Its consumer group's committed offsets are polled; the run is
-   done when they equal the end offsets. Gross rate counts from process start;
-   net rate counts from the first commit (start-up, recovery and the first
-   batch excluded) to the last.
+   done when they equal the end offsets. Committed offsets count records, so
+   they are turned into events with the offsets the producer was given back.
+   Gross rate counts from process start; net rate counts from the first commit
+   (start-up, recovery and the first batch excluded) to the last.
 4. Profile (default when ``py-spy`` is installed): a second worker with a fresh
    app id over the same topic, sampled by ``py-spy record`` (100 Hz), and the
    samples folded into where the worker's time goes.
@@ -35,6 +42,7 @@ import sys
 import time
 import uuid
 import zlib
+from bisect import bisect_left
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,10 +56,16 @@ import psutil
 from _common import broker, compact, scratch
 from pipeline_util import WorkerProcess, pipeline_settings, settings_env
 
+from processors.kafka_io import ensure_topics
 from schemas.codec import decode_event
+from schemas.event_record import RECORD_HEADERS, pack_lines, partition_for, record_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 4
+#: Events packed per round of the pre-produce step, as a gateway's emitter packs
+#: what piled up during a linger: with 4 partitions, a record per partition per
+#: few thousand events.
+ROUND_EVENTS = 10_000
 
 VENDORS = ["openai", "anthropic", "google", "meta-llama", "mistral", "qwen"]
 MODELS = [f"{v}/model-{i}" for v in VENDORS for i in ("large", "small")]  # 12 models
@@ -111,10 +125,33 @@ def compression() -> str | None:
         return "lz4"
 
 
-async def produce(bootstrap: str, topic: str, docs: list[dict[str, Any]]) -> float:
+class RecordIndex:
+    """Events per record of the events topic, by partition: committed offsets to events."""
+
+    def __init__(self, records: list[tuple[int, int, int]]) -> None:
+        # (partition, offset, events); offsets of a partition ascend as sent.
+        self.offsets: dict[int, list[int]] = {}
+        self.before: dict[int, list[int]] = {}  # events in the records before each offset
+        for part, offset, n in sorted(records):
+            offs = self.offsets.setdefault(part, [])
+            cum = self.before.setdefault(part, [0])
+            offs.append(offset)
+            cum.append(cum[-1] + n)
+        self.records = len(records)
+        self.events = sum(n for _, _, n in records)
+
+    def events_before(self, partition: int, offset: int) -> int:
+        """Events in the records of ``partition`` below ``offset`` (a committed offset)."""
+        offs = self.offsets.get(partition)
+        if not offs or offset <= 0:
+            return 0
+        return self.before[partition][bisect_left(offs, offset)]
+
+
+def _producer(bootstrap: str) -> Any:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(
+    return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
         enable_idempotence=True,
@@ -122,12 +159,51 @@ async def produce(bootstrap: str, topic: str, docs: list[dict[str, Any]]) -> flo
         max_batch_size=512 * 1024,
         compression_type=compression(),
     )
+
+
+async def produce(
+    bootstrap: str, topic: str, values: list[bytes], models: list[bytes]
+) -> tuple[float, RecordIndex]:
+    """Batch records, as our producers write them; the seconds taken and what went where."""
+    producer = _producer(bootstrap)
+    await producer.start()
+    t0 = time.perf_counter()
+    sent: list[tuple[int, int, int]] = []
+    try:
+        parts = sorted(await producer.partitions_for(topic))
+        for start in range(0, len(values), ROUND_EVENTS):
+            by_part: dict[int, list[bytes]] = {}
+            for value, model in zip(
+                values[start : start + ROUND_EVENTS],
+                models[start : start + ROUND_EVENTS],
+                strict=True,
+            ):
+                part = parts[partition_for(model, len(parts))]
+                by_part.setdefault(part, []).append(value)
+            futures = []
+            for part, lines in by_part.items():
+                for packed in pack_lines(lines):
+                    fut = await producer.send(topic, packed, partition=part, headers=RECORD_HEADERS)
+                    futures.append((fut, packed.count(b"\n") + 1))
+            for fut, n in futures:
+                meta = await fut
+                sent.append((meta.partition, meta.offset, n))
+    finally:
+        await producer.stop()
+    return time.perf_counter() - t0, RecordIndex(sent)
+
+
+async def produce_single(
+    bootstrap: str, topic: str, values: list[bytes], models: list[bytes]
+) -> float:
+    """One event per record, keyed by model: the format of other teams' producers."""
+    producer = _producer(bootstrap)
     await producer.start()
     t0 = time.perf_counter()
     try:
         futures = []
-        for d in docs:
-            futures.append(await producer.send(topic, orjson.dumps(d), key=d["model"].encode()))
+        for value, model in zip(values, models, strict=True):
+            futures.append(await producer.send(topic, value, key=model))
             if len(futures) >= 20_000:
                 await asyncio.gather(*futures)
                 futures.clear()
@@ -153,8 +229,10 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         await c.stop()
 
 
-async def bare_consumer(bootstrap: str, topic: str, ends: dict[int, int]) -> tuple[int, float]:
-    """Read every message of ``topic`` once and decode it; nothing else."""
+async def _read_all(
+    bootstrap: str, topic: str, ends: dict[int, int], per_record: Any
+) -> tuple[int, float]:
+    """Read every record of ``topic`` once, from the start; ``per_record`` returns its events."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     c = AIOKafkaConsumer(
@@ -175,13 +253,36 @@ async def bare_consumer(bootstrap: str, topic: str, ends: dict[int, int]) -> tup
             batch = await c.getmany(timeout_ms=500)
             for tp, msgs in batch.items():
                 for m in msgs:
-                    decode_event(m.value)
-                n += len(msgs)
+                    n += per_record(m)
                 if msgs and msgs[-1].offset + 1 >= ends[tp.partition]:
                     remaining.discard(tp.partition)
         return n, time.perf_counter() - t0
     finally:
         await c.stop()
+
+
+def _decode_lines(m: Any) -> int:
+    lines = record_lines(m.value, m.headers)
+    for line in lines:
+        decode_event(line)
+    return len(lines)
+
+
+def _loads_one(m: Any) -> int:
+    orjson.loads(m.value)
+    return 1
+
+
+async def bare_consumer(bootstrap: str, topic: str, ends: dict[int, int]) -> tuple[int, float]:
+    """Batch records: split each into its lines and ``decode_event`` each; nothing else."""
+    return await _read_all(bootstrap, topic, ends, _decode_lines)
+
+
+async def bare_single_consumer(
+    bootstrap: str, topic: str, ends: dict[int, int]
+) -> tuple[int, float]:
+    """One-event records: ``orjson.loads`` per record, no validation; nothing else."""
+    return await _read_all(bootstrap, topic, ends, _loads_one)
 
 
 def decode_only(values: list[bytes]) -> float:
@@ -191,26 +292,50 @@ def decode_only(values: list[bytes]) -> float:
     return time.perf_counter() - t0
 
 
+def validate_only(values: list[bytes]) -> float:
+    """The batch validator over the same events, 1,000 lines a call."""
+    from schemas.batch import validate_lines
+
+    t0 = time.perf_counter()
+    for lo in range(0, len(values), 1000):
+        validate_lines(values[lo : lo + 1000])
+    return time.perf_counter() - t0
+
+
 def fold_core(values: list[bytes], partitions: list[int]) -> float:
-    """decode_event + fold_partition with dicts as stores: our code alone, no Kafka, no Faust."""
+    """fold_records with dicts as stores, over records of 1,000 events: our code alone.
+
+    No Kafka, no Faust: batch validation, dedup, the columnar add and the
+    bucket and seen writes, in batches of 20 records per partition.
+    """
     from collections import defaultdict
 
-    from processors.worker.fold import Message, fold_partition
+    from processors.worker.fold import Record, fold_records
+    from processors.worker.seen import SeenIds
 
+    per: dict[int, list[bytes]] = defaultdict(list)
+    for v, p in zip(values, partitions, strict=True):
+        per[p].append(v)
+    records = {
+        p: [
+            Record(p, o, b"\n".join(vs[lo : lo + 1000]))
+            for o, lo in enumerate(range(0, len(vs), 1000))
+        ]
+        for p, vs in per.items()
+    }
     buckets: dict[bytes, bytes] = {}
     seen: dict[bytes, bytes] = {}
-    offsets: dict[int, int] = defaultdict(int)
+    ids = SeenIds()
+    cache: dict[Any, Any] = {}
     now = datetime.now(UTC)
     t0 = time.perf_counter()
-    for start in range(0, len(values), 5_000):
-        per: dict[int, list[Message]] = defaultdict(list)
-        for v, p in zip(
-            values[start : start + 5_000], partitions[start : start + 5_000], strict=True
-        ):
-            per[p].append(Message(p, offsets[p], decode_event(v)))
-            offsets[p] += 1
-        for msgs in per.values():
-            fold_partition(msgs, buckets, seen, now=now, now_s=time.time())
+    longest = max(len(r) for r in records.values())
+    for lo in range(0, longest, 20):
+        for recs in records.values():
+            if recs[lo : lo + 20]:
+                fold_records(
+                    recs[lo : lo + 20], buckets, seen, ids, now=now, now_s=time.time(), cache=cache
+                )
     return time.perf_counter() - t0
 
 
@@ -232,21 +357,21 @@ async def topic_sizes(bootstrap: str, prefix: str) -> dict[str, int]:
 
 
 class CommitWatch:
-    """Polls a consumer group's committed offsets until they reach ``ends``."""
+    """Polls a consumer group's committed offsets until they cover ``total`` events."""
 
     def __init__(
         self,
         bootstrap: str,
         group: str,
         topic: str,
-        ends: dict[int, int],
+        index: RecordIndex,
         stop_at: int | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.group = group
         self.topic = topic
-        self.ends = ends
-        self.total = min(sum(ends.values()), stop_at or sum(ends.values()))
+        self.index = index
+        self.total = min(index.events, stop_at or index.events)  # events, not offsets
         self.first_commit: tuple[float, int] | None = None  # (time, events committed)
         self.done_at: float | None = None
         self.on_first_commit: Any = None
@@ -271,7 +396,11 @@ class CommitWatch:
                     await asyncio.sleep(0.1)
                     continue
                 now = time.perf_counter()
-                done = sum(max(om.offset, 0) for tp, om in offs.items() if tp.topic == self.topic)
+                done = sum(
+                    self.index.events_before(tp.partition, om.offset)
+                    for tp, om in offs.items()
+                    if tp.topic == self.topic
+                )
                 if done > 0 and self.first_commit is None:
                     self.first_commit = (now, done)
                     if self.on_first_commit is not None:
@@ -309,11 +438,10 @@ WHAT_IFS = {
         "import processors.worker.app as _a\n_a.BATCH_MAX = 20_000\n_a.BATCH_WITHIN_S = 1.0\n",
     ),
     "faust-only": (
-        "Faust's own ceiling: the same agent with decode and fold replaced by no-ops",
+        "Faust's own ceiling: the same agent with the fold replaced by a no-op",
         "import processors.worker.app as _a\n"
         "from processors.worker.fold import FoldStats as _F\n"
-        "_a.decode_event = lambda value: None\n"
-        "_a.fold_partition = lambda *args, **kwargs: _F()\n",
+        "_a.fold_records = lambda *args, **kwargs: _F()\n",
     ),
     "linger": (
         "batch + producer_linger=0.05 s",
@@ -354,7 +482,7 @@ def run_worker(
     settings: Any,
     work: Path,
     name: str,
-    ends: dict[int, int],
+    index: RecordIndex,
     *,
     timeout: float,
     profile_to: Path | None = None,
@@ -369,7 +497,7 @@ def run_worker(
         )
     else:
         worker = WorkerProcess(env, work / f"{name}-state", log, interval=5.0)
-    watch = CommitWatch(bootstrap, settings.worker_id, settings.topic, ends, stop_at=stop_at)
+    watch = CommitWatch(bootstrap, settings.worker_id, settings.topic, index, stop_at=stop_at)
     spy: subprocess.Popen[bytes] | None = None
     t_start = time.perf_counter()
     worker.start()
@@ -440,38 +568,19 @@ def _fn(frame: str) -> str:
     return re.sub(r":\d+\)$", ")", frame)
 
 
-def _line_of(path: Path, needle: str) -> int:
-    for i, text in enumerate(path.read_text().splitlines(), 1):
-        if needle in text:
-            return i
-    return -1
-
-
 # (label, predicate on the stack's frames) — the first match wins, most specific first.
 def _categories() -> list[tuple[str, Any]]:
-    fold_py = ROOT / "processors" / "worker" / "fold.py"
-    seen_get = _line_of(fold_py, "prior_raw = seen.get(")
-    seen_set = _line_of(fold_py, "seen[id_key] = ")
-    bucket_set = _line_of(fold_py, "buckets[encode_bucket_key(key)] = ")
-    bucket_get = _line_of(fold_py, "raw = buckets.get(")
-
-    def at(line: int) -> Any:
-        return lambda st: any(
-            f.startswith("fold_partition (") and f.endswith(f":{line})") for f in st
-        )
-
     def has(*needles: str) -> Any:
         return lambda st: any(any(n in f for n in needles) for f in st)
 
     return [
-        ("decode_event: pydantic validation", has("validate_event (schemas/codec.py")),
-        ("decode_event: orjson + rest", has("decode_event (schemas/codec.py")),
-        ("fold: seen[id] = ... (table write + changelog send)", at(seen_set)),
-        ("fold: seen.get(id)", at(seen_get)),
-        ("fold: buckets[...] = to_bytes (write + changelog)", at(bucket_set)),
-        ("fold: buckets.get + from_bytes", at(bucket_get)),
-        ("fold: HourBucket.add (sketch adds)", has("add (processors/aggregate/bucket.py")),
-        ("fold: other", has("fold_partition (processors/worker/fold.py")),
+        ("validation: pydantic-core over the batch", has("_validate_docs (schemas/batch.py")),
+        ("validation: orjson + rest", has("validate_lines (schemas/batch.py")),
+        ("fold: columnar add (sums, sketches)", has("add_groups (processors/aggregate/")),
+        ("fold: record encoding (to_bytes)", has("to_bytes (processors/")),
+        ("fold: record decoding (from_bytes)", has("from_bytes (processors/")),
+        ("fold: table writes + changelog sends", has("__setitem__ (faust/")),
+        ("fold: dedup, grouping, rest", has("fold_records (processors/worker/fold.py")),
         ("agent loop (batching, per-partition split)", has("fold (processors/worker/app.py")),
         ("publish timer (rolling view, stats sends)", has("publish (processors/worker/app.py")),
         ("sweep_seen timer", has("sweep_seen (processors/worker/app.py")),
@@ -574,24 +683,39 @@ def run(args: argparse.Namespace, bootstrap: str, work: Path) -> list[str]:
         args.events, seed=args.seed, now=datetime.now(UTC), spread_hours=args.spread_hours
     )
     values = [compact(orjson.dumps(d)) for d in docs]
+    models = [d["model"].encode() for d in docs]
     parts = [zlib.crc32(d["model"].encode()) % PARTITIONS for d in docs]  # any stable split
-    print(f"producing to {settings.topic} ({compression()}) ...", flush=True)
-    produce_s = asyncio.run(produce(bootstrap, settings.topic, docs))
     del docs
+    print(f"producing to {settings.topic} ({compression()}) ...", flush=True)
+    produce_s, index = asyncio.run(produce(bootstrap, settings.topic, values, models))
     ends = asyncio.run(end_offsets(bootstrap, settings.topic))
-    n = sum(ends.values())
-    assert n == args.events, (n, args.events)
+    n = index.events
+    assert n == args.events and index.records == sum(ends.values()), (n, index.records, ends)
+    single_topic = f"{prefix}.one-event-records"
+    asyncio.run(ensure_topics(bootstrap, [single_topic], partitions=PARTITIONS))
+    print(f"producing one event per record to {single_topic} ...", flush=True)
+    single_produce_s = asyncio.run(produce_single(bootstrap, single_topic, values, models))
+    single_ends = asyncio.run(end_offsets(bootstrap, single_topic))
+    assert sum(single_ends.values()) == n, (single_ends, n)
+    del models
 
+    load_before = os.getloadavg()
+    print("bare consumer, batch records (record_lines + decode_event) ...", flush=True)
+    bare_n, bare_s = asyncio.run(bare_consumer(bootstrap, settings.topic, ends))
+    assert bare_n == n, (bare_n, n)
+    bare_rate = bare_n / bare_s
+    print(f"  {bare_rate:,.0f} events/s", flush=True)
+    print("bare consumer, one event per record (orjson.loads) ...", flush=True)
+    single_n, single_s = asyncio.run(bare_single_consumer(bootstrap, single_topic, single_ends))
+    assert single_n == n, (single_n, n)
+    single_rate = single_n / single_s
+    print(f"  {single_rate:,.0f} events/s", flush=True)
     decode_s = decode_only(values)
+    batch_s = validate_only(values)
     core_s = fold_core(values, parts)
     del values, parts
-    load_before = os.getloadavg()
-    print("bare consumer ...", flush=True)
-    bare_n, bare_s = asyncio.run(bare_consumer(bootstrap, settings.topic, ends))
-    bare_rate = bare_n / bare_s
-
     print("worker ...", flush=True)
-    w = run_worker(bootstrap, settings, work, "worker", ends, timeout=args.timeout)
+    w = run_worker(bootstrap, settings, work, "worker", index, timeout=args.timeout)
 
     profile_lines: list[str] = []
     prof: dict[str, Any] | None = None
@@ -604,7 +728,7 @@ def run(args: argparse.Namespace, bootstrap: str, work: Path) -> list[str]:
             psettings,
             work,
             "profiled",
-            ends,
+            index,
             timeout=args.timeout,
             profile_to=raw,
             stop_at=args.profile_events,
@@ -626,7 +750,7 @@ def run(args: argparse.Namespace, bootstrap: str, work: Path) -> list[str]:
             wsettings,
             work,
             f"whatif-{name}",
-            ends,
+            index,
             timeout=args.timeout,
             prelude=prelude,
         )
@@ -641,11 +765,18 @@ def run(args: argparse.Namespace, bootstrap: str, work: Path) -> list[str]:
         f"load average (1 min) before/after the consumers: {load_before[0]:.2f} / "
         f"{load_after[0]:.2f} (other processes share these CPUs)",
         f"events: {n:,} in {PARTITIONS} partitions "
-        f"({len(MODELS)} models x 3 providers, ts over the last {args.spread_hours:g} h)",
-        f"produce: {n / produce_s:,.0f} events/s (aiokafka, acks=all, {compression()})",
+        f"({len(MODELS)} models x 3 providers, ts over the last {args.spread_hours:g} h), "
+        f"in {index.records:,} batch records ({n / index.records:,.0f} events/record)",
+        f"produce: {n / produce_s:,.0f} events/s as batch records, "
+        f"{n / single_produce_s:,.0f} events/s one per record "
+        f"(aiokafka, acks=all, {compression()})",
         f"decode_event only, in memory: {n / decode_s:,.0f} events/s",
-        f"decode_event + fold_partition, dict stores (no Kafka/Faust): {n / core_s:,.0f} events/s",
-        f"bare consumer (aiokafka + decode_event): {bare_rate:,.0f} events/s ({bare_s:.2f} s)",
+        f"validate_lines only (the batch validator), in memory: {n / batch_s:,.0f} events/s",
+        f"fold_records, dict stores (no Kafka/Faust): {n / core_s:,.0f} events/s",
+        f"bare consumer (aiokafka + record_lines + decode_event, batch records): "
+        f"{bare_rate:,.0f} events/s ({bare_s:.2f} s)",
+        "bare consumer (aiokafka + orjson.loads, one event per record): "
+        f"{single_rate:,.0f} events/s",
         f"worker start-up (to first commit): {w['startup_s']:.2f} s "
         f"({w['events_at_first_commit']:,} events committed then)",
         f"worker gross (start -> all committed): {w['gross_rate']:,.0f} events/s "
@@ -659,6 +790,8 @@ def run(args: argparse.Namespace, bootstrap: str, work: Path) -> list[str]:
         f"worker counted (its log): {w['counted']} of {n} "
         f"({'OK' if w['counted'] == n else 'MISMATCH'})",
         f"ratio worker/bare: net {ratio_net:.3f}, gross {ratio_gross:.3f}",
+        f"ratio worker net / bare consumer (orjson.loads, one event per record): "
+        f"{w['net_rate'] / single_rate:.3f}",
     ]
     if prof is not None:
         figures.append(
@@ -673,11 +806,13 @@ def run(args: argparse.Namespace, bootstrap: str, work: Path) -> list[str]:
             + ", ".join(f"{t} {c / n:.2f}/event" for t, c in sorted(wi["changelog"].items()))
             + f", counted {wi['counted']} ({'OK' if wi['counted'] == n else 'MISMATCH'})"
         )
-    goal_rate = "met" if w["net_rate"] >= 30_000 else "NOT met"
-    goal_ratio = "met" if ratio_net >= 0.5 else "NOT met"
+    single_ratio = w["net_rate"] / single_rate
+    goal_rate = "met" if w["net_rate"] >= 50_000 else "NOT met"
+    goal_ratio = "met" if single_ratio >= 0.5 else "NOT met"
     figures.append(
-        f"goal >=30,000 events/s: {goal_rate} (net {w['net_rate']:,.0f}); "
-        f"goal ratio >=0.5: {goal_ratio} (net {ratio_net:.3f})"
+        f"goal >=50,000 events/s: {goal_rate} (net {w['net_rate']:,.0f}); "
+        f"goal >=0.5x the one-event-per-record bare consumer: {goal_ratio} "
+        f"({single_ratio:.3f})"
     )
     return figures
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 import weakref
 from collections import defaultdict
@@ -35,22 +36,20 @@ from faust.types import TP
 
 from processors.aggregate import BucketKey, HourBucket
 from processors.worker.fence import find_holes, split_by_fence
-from processors.worker.fold import DEDUP_WINDOW_S, Message, fold_partition
+from processors.worker.fold import DEDUP_WINDOW_S, Record, fold_records
 from processors.worker.gap_reader import GapReader
 from processors.worker.pending_writes import PendingWrites
 from processors.worker.records import (
     NEXT_OFFSET_KEY,
     BucketRecord,
-    SeenRecord,
     decode_bucket_key,
     decode_offset,
     encode_bucket_key,
     encode_offset,
 )
 from processors.worker.rolling_view import RollingView
+from processors.worker.seen import SeenIds, block_newest, block_partition, decode_block
 from processors.worker.tables import BUCKETS, SEEN
-from schemas.codec import decode_event
-from schemas.errors import InvalidEvent
 from schemas.settings import Settings
 from schemas.stats import encode_row
 
@@ -58,9 +57,10 @@ __all__ = ["WorkerCounters", "create_app"]
 
 log = logging.getLogger(__name__)
 
-#: Larger batches mean fewer bucket writes per event (one per touched key per
-#: batch); measured 2x over 5,000/0.25 s in bench/worker_throughput.py.
-BATCH_MAX = 20_000
+#: Kafka records per batch. Our producers put up to thousands of events in a
+#: record (docs/record-format.md); one-event records from other producers
+#: still make batches of a thousand events.
+BATCH_MAX = 1_000
 BATCH_WITHIN_S = 1.0
 SEEN_SWEEP_S = 300.0
 #: The hourly series feeds charts: publishing it at most this often keeps a
@@ -68,6 +68,8 @@ SEEN_SWEEP_S = 300.0
 HOURLY_EVERY_S = 30.0
 #: How often a batch that arrived during a rebalance checks whether it is over.
 REBALANCE_POLL_S = 0.05
+#: Invalid events logged one by one per run; the rest are counted in one line.
+INVALID_LOGGED = 5
 
 
 class WorkerCounters:
@@ -114,6 +116,11 @@ def create_app(
         # keep that short so a restart (or a peer) takes over within seconds.
         broker_session_timeout=settings.worker_session_timeout_s,
         broker_heartbeat_interval=max(1.0, settings.worker_session_timeout_s / 4),
+        # Crash-only: an exception escaping the agent crashes the worker (exit
+        # status 1, see telemetry/commands/worker_cmd.py) instead of leaving a
+        # live process with a dead or restarted-from-nowhere agent. Errors
+        # waiting can cure (a broker restart) never escape it (gap_reader.py).
+        agent_supervisor="mode.CrashingSupervisor",
     )
     counters = WorkerCounters()
 
@@ -273,8 +280,11 @@ def create_app(
         await asyncio.sleep(0)  # heartbeats and a revoke get a turn between partitions
         return True
 
-    def delivered(evs: list[Any]) -> list[tuple[int, bytes]]:
-        return [(ev.message.offset, ev.value) for ev in evs]
+    def delivered(evs: list[Any]) -> list[Record]:
+        return [
+            Record(ev.message.partition, ev.message.offset, ev.value, ev.message.headers or ())
+            for ev in evs
+        ]
 
     async def catch_up(partition: int, start: int, end: int, held: tuple[int, set[int]]) -> int:
         """Fold ``[start, end)`` of a partition read from Kafka, in bounded steps.
@@ -289,27 +299,46 @@ def create_app(
             records = await gap_reader.read(partition, pos, pos + take)
             if moved(held):
                 return pos
-            fold_run(partition, [(r.offset, r.value) for r in records], pos, pos + take)
+            fold_run(
+                partition,
+                [Record(partition, r.offset, r.value, r.headers or ()) for r in records],
+                pos,
+                pos + take,
+            )
             counters.reread += take
             await writes.settled()
             pos += take
         return pos
 
-    def fold_run(
-        partition: int, run: list[tuple[int, bytes]], expected: int, next_offset: int
-    ) -> None:
-        """Fold one partition's (offset, value) run, in offset order, and move its state on."""
-        messages = []
-        for offset, value in run:
-            try:
-                messages.append(Message(partition, offset, decode_event(value)))
-            except InvalidEvent as exc:
-                counters.invalid += 1
-                log.warning("skipping invalid event at %s/%s: %s", partition, offset, exc)
+    #: What the worker keeps in memory for the partitions it holds: the seen
+    #: index and the decoded bucket records, both rebuilt (from the tables,
+    #: restored by Faust) when the assignment changes.
+    held_state: dict[str, Any] = {"generation": None, "ids": SeenIds(), "cache": {}}
+
+    def current_state() -> tuple[SeenIds, dict[BucketKey, BucketRecord]]:
+        """The seen index and bucket cache of the partitions held now.
+
+        Faust has restored the tables by then (no folding before recovery is over).
+        """
+        generation = app.consumer_generation_id
+        if held_state["generation"] != generation:
+            held_state["ids"] = SeenIds(seen.data.items())
+            held_state["cache"] = {}
+            held_state["generation"] = generation
+            log.info("seen index: %d event ids of the partitions held", len(held_state["ids"]))
+        return held_state["ids"], held_state["cache"]
+
+    def fold_run(partition: int, run: list[Record], expected: int, next_offset: int) -> None:
+        """Fold one partition's run of records, in offset order, and move its state on."""
+        ids, cache = current_state()
         with current_partition(_Anchor(settings.topic, partition)):
-            result = fold_partition(
-                messages, buckets, seen, now=datetime.now(UTC), now_s=time.time()
-            )
+            try:
+                result = fold_records(
+                    run, buckets, seen, ids, now=datetime.now(UTC), now_s=time.time(), cache=cache
+                )
+            except BaseException:
+                held_state["generation"] = None  # the memory may be ahead of the tables
+                raise
             if next_offset > expected:
                 buckets[NEXT_OFFSET_KEY] = encode_offset(next_offset)
         folded_since_tick.add(partition)
@@ -317,6 +346,17 @@ def create_app(
         counters.duplicates += result.duplicates
         counters.replayed += result.replayed
         counters.outside_window += result.outside_window
+        counters.invalid += len(result.invalid)
+        for offset, line, why in result.invalid[:INVALID_LOGGED]:
+            log.warning(
+                "skipping invalid event at %s/%s line %d: %s", partition, offset, line + 1, why
+            )
+        if len(result.invalid) > INVALID_LOGGED:
+            log.warning(
+                "partition %d: %d more invalid events in this run",
+                partition,
+                len(result.invalid) - INVALID_LOGGED,
+            )
         for key, rec in result.changed.items():
             view.note(key, rec.bucket)
 
@@ -377,7 +417,9 @@ def create_app(
             await nudge_idle_partitions()
         expired.extend(pub.expired)
         # No deletes while partitions are moving: a later tick does them.
+        _, cache = current_state()
         for key in expired if not app.rebalancing else ():
+            cache.pop(key, None)
             raw_key = encode_bucket_key(key)
             raw = buckets.data.get(raw_key)
             if raw is not None:
@@ -405,11 +447,17 @@ def create_app(
         if app.rebalancing:
             return  # the next sweep does it; no writes to partitions that may be leaving
         cutoff = time.time() - DEDUP_WINDOW_S
+        ids, _ = current_state()
         old = []
         for k, v in seen.data.items():
-            rec = SeenRecord.from_bytes(v)
-            if rec.first_seen < cutoff:
-                old.append((k, rec.partition))
+            partition = block_partition(k)
+            if partition is None:
+                # A per-event record of the format before blocks: (partition, offset, time).
+                if len(v) == _OLD_SEEN.size:
+                    old.append((k, int(_OLD_SEEN.unpack(v)[0])))
+            elif block_newest(v) < cutoff:
+                ids.forget(decode_block(v))
+                old.append((k, partition))
         for k, partition in old:
             _drop(seen, k, partition)
 
@@ -492,6 +540,9 @@ class BucketsTable(TrackedTable):
             latest[bk] = msg.value
             keep.append(ev)
         super().apply_changelog_batch(keep)
+
+
+_OLD_SEEN = struct.Struct("<iqd")
 
 
 def _drop(table: Any, key: bytes, partition: int) -> None:
