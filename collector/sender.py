@@ -3,12 +3,23 @@
 One ``AIOKafkaProducer`` (idempotent, ``acks=all``, compressed) fed through
 ``create_batch``/``send_batch``: the sender groups records by partition itself
 (murmur2 of the key, as the Java client and aiokafka's default partitioner do,
-with the partition of each key cached), so the per-record Python work is one
-``BatchBuilder.append``.
+with the partition of each key cached).
+
+Records for the events topic are not sent one Kafka record each: the values of
+one partition in one ``send`` call are packed into as few Kafka records as
+``schemas.event_record.pack_lines`` allows (NDJSON, at most ``MAX_RECORD_BYTES``
+each, no key, ``RECORD_HEADERS``; the format is docs/record-format.md). Records
+for any other topic (dead letters) stay one Kafka record each, with their key.
+Either way the per-record Python work is small: a list append, and one
+``BatchBuilder.append`` per Kafka record.
 
 Every record handed to ``send`` ends in exactly one of two places: acknowledged
-by Kafka, or passed to ``on_undelivered`` (the emitter spools it). ``send``
-returns one future per batch that resolves (to the number of records Kafka
+by Kafka, or passed to ``on_undelivered`` (the emitter spools it). A packed
+Kafka record is acknowledged or lost as a whole, and so are the records in it:
+the sender keeps, per producer batch, the input records it carries, and reports
+them (never the packed value) either way. The spool therefore always holds
+input records, which a replay packs again. ``send`` returns one future per
+producer batch that resolves (to the number of input records Kafka
 acknowledged: all or none) only after that has happened, so a caller that
 awaits them knows its records are durable.
 
@@ -40,10 +51,10 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.codec import has_lz4, has_zstd
 from aiokafka.errors import KafkaError, KafkaTimeoutError
-from aiokafka.partitioner import murmur2
 
 from collector.encoding import Record
 from collector.metrics import EmitterMetrics
+from schemas.event_record import RECORD_HEADERS, pack_lines, partition_for
 
 __all__ = ["DEFAULT_PRODUCER_OPTIONS", "KafkaSender", "default_compression"]
 
@@ -271,7 +282,10 @@ class KafkaSender:
                 by_partition.setdefault((topic, part), []).extend(group)
         futures: list[asyncio.Future[int]] = []
         for (topic, part), recs in by_partition.items():
-            await self._send_partition(producer, topic, part, recs, futures)
+            if topic == self._events_topic:
+                await self._send_packed(producer, topic, part, recs, futures)
+            else:
+                await self._send_partition(producer, topic, part, recs, futures)
         return futures
 
     async def _partition_for(self, producer: AIOKafkaProducer, topic: str, key: bytes) -> int:
@@ -283,7 +297,7 @@ class KafkaSender:
                 )
             except (KafkaError, TimeoutError):
                 parts = [0]  # unknown yet: the batch will fail over to the spool
-        part = parts[(murmur2(key) & 0x7FFFFFFF) % len(parts)]
+        part = parts[partition_for(key, len(parts))]
         self._key_partition[(topic, key)] = part
         return part
 
@@ -310,6 +324,42 @@ class KafkaSender:
                 batch.append(key=key, value=value, timestamp=None)
         if start < len(recs):
             futures.append(await self._ship(producer, topic, part, batch, recs[start:]))
+
+    async def _send_packed(
+        self,
+        producer: AIOKafkaProducer,
+        topic: str,
+        part: int,
+        recs: list[Record],
+        futures: list[asyncio.Future[int]],
+    ) -> None:
+        """Events of one partition: NDJSON Kafka records, as few as ``pack_lines`` makes.
+
+        Each producer batch is shipped with the input records its Kafka records
+        carry, so their fate is reported per input record.
+        """
+        lines = [rec[2] for rec in recs]
+        batch = producer.create_batch()
+        carried: list[Record] = []
+        start = 0
+        for value in pack_lines(lines):
+            # The lines in this value: pack_lines joins consecutive lines with one
+            # b"\n", so their lengths plus the separators add up to the value's.
+            end, size = start + 1, len(lines[start])
+            while size < len(value):
+                size += 1 + len(lines[end])
+                end += 1
+            assert size == len(value), "pack_lines joins whole lines"
+            if batch.append(key=None, value=value, timestamp=None, headers=RECORD_HEADERS) is None:
+                # The batch is full; it holds at least one Kafka record (a BatchBuilder
+                # always takes its first one, whatever its size).
+                futures.append(await self._ship(producer, topic, part, batch, carried))
+                batch, carried = producer.create_batch(), []
+                batch.append(key=None, value=value, timestamp=None, headers=RECORD_HEADERS)
+            carried.extend(recs[start:end])
+            start = end
+        if carried:
+            futures.append(await self._ship(producer, topic, part, batch, carried))
 
     async def _ship(
         self, producer: AIOKafkaProducer, topic: str, part: int, batch: Any, recs: list[Record]

@@ -1,19 +1,31 @@
-"""Small Kafka helpers shared by commands and processors: producing NDJSON, topic admin."""
+"""Small Kafka helpers shared by commands and processors: producing events, topic admin.
+
+Events go out as batch records (docs/record-format.md, ``schemas.event_record``):
+the events of one partition packed into NDJSON values, sent to that partition
+explicitly, with ``RECORD_HEADERS``. Dead letters stay one record each.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from itertools import islice
 
 import orjson
 
 from collector.topics import ensure_topics, unreachable
 from schemas.codec import encode_event
 from schemas.event import RequestEvent
+from schemas.event_record import RECORD_HEADERS, pack_lines, partition_for
 from schemas.redact import redact_rejected
 
 __all__ = ["EventProducer", "dlq_record", "ensure_topics", "produce_events", "unreachable"]
+
+#: Events grouped and packed per round: each partition's share of a round becomes as
+#: few records as fit (``MAX_RECORD_BYTES`` each), and a round's acks are awaited
+#: before the next, so memory stays bounded whatever the caller hands over.
+_ROUND = 50_000
 
 
 def dlq_record(*, source: str, location: str, field: str, reason: str, raw: bytes) -> bytes:
@@ -82,20 +94,39 @@ class EventProducer:
         dlq_topic: str | None = None,
         rejects: Iterable[bytes] = (),
     ) -> int:
-        """Send events keyed by model (and rejects to ``dlq_topic``); wait for every ack."""
+        """Send events as batch records (and rejects to ``dlq_topic``); wait for every ack.
+
+        Each event goes to the partition a producer keyed by model would pick;
+        the events of one partition are packed into NDJSON records with
+        ``RECORD_HEADERS`` and no key. Returns the number of events sent.
+        """
         producer = self._producer
+        parts = sorted(await producer.partitions_for(topic))
+        # The partition of each model, computed once per call.
+        placed: dict[str, int] = {}
         sent = 0
-        futures = []
-        for e in events:
-            futures.append(await producer.send(topic, encode_event(e), key=e.model.encode()))
-            sent += 1
-            if len(futures) >= 10_000:
-                await asyncio.gather(*futures)
-                futures.clear()
+        it = iter(events)
+        while chunk := list(islice(it, _ROUND)):
+            by_partition: dict[int, list[bytes]] = {}
+            for e in chunk:
+                part = placed.get(e.model)
+                if part is None:
+                    part = placed[e.model] = parts[partition_for(e.model.encode(), len(parts))]
+                lines = by_partition.get(part)
+                if lines is None:
+                    lines = by_partition[part] = []
+                lines.append(encode_event(e))
+            futures = []
+            for part, lines in by_partition.items():
+                for value in pack_lines(lines):
+                    futures.append(
+                        await producer.send(topic, value, partition=part, headers=RECORD_HEADERS)
+                    )
+            await asyncio.gather(*futures)
+            sent += len(chunk)
         if dlq_topic:
-            for raw in rejects:
-                futures.append(await producer.send(dlq_topic, raw))
-        await asyncio.gather(*futures)
+            futures = [await producer.send(dlq_topic, raw) for raw in rejects]
+            await asyncio.gather(*futures)
         return sent
 
 

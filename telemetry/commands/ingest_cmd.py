@@ -102,10 +102,10 @@ def register(app: typer.Typer) -> None:
         Embedded (TELEMETRY_KAFKA unset): valid events are stored in
         telemetry.requests, rejected ones in telemetry.rejected with their
         reasons, and the rolling stats are refreshed. With TELEMETRY_KAFKA set:
-        valid events go to the events topic keyed by model, rejected ones to
-        the dead-letter topic. Prints accepted and rejected counts. Every
-        rejected line is counted; the first 10,000 of a run are kept (stored or
-        dead-lettered), the others are not.
+        valid events go to the events topic (NDJSON batch records, each in its
+        model's partition), rejected ones to the dead-letter topic. Prints
+        accepted and rejected counts. Every rejected line is counted; the first
+        10,000 of a run are kept (stored or dead-lettered), the others are not.
         """
         settings = settings_from(ctx)
         stream, size = _open(source)

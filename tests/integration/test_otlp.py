@@ -30,6 +30,7 @@ from run_util import RunProcess, cli
 from collector.auth import TokenAuth, hash_token
 from collector.otlp_mapping import event_id
 from collector.server import ServiceConfig, serve
+from schemas.event_record import record_lines
 
 pytestmark = pytest.mark.integration
 
@@ -199,7 +200,8 @@ async def collector(config: ServiceConfig) -> AsyncIterator[str]:
         await asyncio.wait_for(task, 120)
 
 
-async def read_topic(bootstrap: str, topic: str) -> list[bytes]:
+async def read_topic(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of ``topic`` (aiokafka ``ConsumerRecord``s), from the beginning to now."""
     probe = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await probe.start()
     try:
@@ -216,10 +218,10 @@ async def read_topic(bootstrap: str, topic: str) -> list[bytes]:
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             end = await consumer.end_offsets(tps)
-            out: list[bytes] = []
+            out: list[Any] = []
             while any([await consumer.position(tp) < end[tp] for tp in tps]):
                 for msgs in (await consumer.getmany(*tps, timeout_ms=500)).values():
-                    out.extend(m.value for m in msgs)
+                    out.extend(msgs)
             return out
     finally:
         await consumer.stop()
@@ -247,8 +249,13 @@ async def test_spans_reach_the_topic_as_the_events_they_stand_for(
         )
         for _ in range(2):  # re-sent: the same event ids, deduplicated downstream
             assert await asyncio.to_thread(exporter.export, spans) == SpanExportResult.SUCCESS
-        records = await read_topic(kafka_bootstrap, topic)
-        dead = await read_topic(kafka_bootstrap, dlq)
+        # The events topic holds batch records: an event per line (docs/record-format.md).
+        records = [
+            line
+            for r in await read_topic(kafka_bootstrap, topic)
+            for line in record_lines(r.value, r.headers)
+        ]
+        dead = [r.value for r in await read_topic(kafka_bootstrap, dlq)]
     events = [orjson.loads(r) for r in records]
     ids = [
         str(event_id(s.context.trace_id.to_bytes(16), s.context.span_id.to_bytes(8)))

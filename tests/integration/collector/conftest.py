@@ -20,6 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from kafka_broker import LocalKafka, tooling_available
 
+from schemas.event_record import record_lines
+
 #: Ports this package's tests may give their own brokers (a broker takes port and port + 1).
 OWN_BROKER_PORTS = range(19400, 19500, 2)
 
@@ -57,19 +59,40 @@ def own_broker() -> Iterator[LocalKafka]:
 class Delivery:
     """What reached a topic, against the events that were sent."""
 
+    events: int
     records: int
     unique: int
     duplicates: int
     missing: set[str]
 
 
+@dataclass(frozen=True)
+class TopicEvent:
+    """One event of the events topic: its line, and the Kafka record that carries it."""
+
+    record: Any
+    index: int  # 0-based place in the record (docs/record-format.md)
+    value: bytes
+
+
+async def read_events(bootstrap: str, topic: str, *, timeout: float = 60.0) -> list[TopicEvent]:
+    """Every event of the events topic ``topic``: each record split into its lines."""
+    return [
+        TopicEvent(r, i, line)
+        for r in await read_topic(bootstrap, topic, timeout=timeout)
+        for i, line in enumerate(record_lines(r.value, r.headers))
+    ]
+
+
 async def delivery(bootstrap: str, topic: str, sent: list[dict[str, Any]]) -> Delivery:
     """Read ``topic`` back and count the sent events' ids: none missing is the no-loss check."""
     records = await read_topic(bootstrap, topic, timeout=120)
-    ids = [orjson.loads(r.value)["event_id"] for r in records]
+    ids = [
+        orjson.loads(line)["event_id"] for r in records for line in record_lines(r.value, r.headers)
+    ]
     unique = set(ids)
     missing = {e["event_id"] for e in sent} - unique
-    return Delivery(len(ids), len(unique), len(ids) - len(unique), missing)
+    return Delivery(len(ids), len(records), len(unique), len(ids) - len(unique), missing)
 
 
 async def read_topic(bootstrap: str, topic: str, *, timeout: float = 60.0) -> list[Any]:

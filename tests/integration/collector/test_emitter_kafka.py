@@ -1,4 +1,5 @@
-"""The emitter on a real broker: every event once, keyed by model, invalid ones dead-lettered."""
+"""The emitter on a real broker: every event once, in its model's partition, in batch
+records (docs/record-format.md), invalid ones dead-lettered."""
 
 from __future__ import annotations
 
@@ -8,16 +9,18 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from collector import TelemetryEmitter
 from schemas.codec import encode_event, validate_event
+from schemas.event_record import MAX_RECORD_BYTES, RECORD_HEADERS, partition_for
 
-from .conftest import read_topic, wait_for
+from .conftest import read_events, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-async def test_events_arrive_once_keyed_by_model(
+async def test_events_arrive_once_in_their_models_partition(
     kafka_bootstrap: str, topics: dict[str, str], tmp_path: Path, event_factory: Any
 ) -> None:
     models = ["openai/gpt-4.1-mini", "anthropic/claude-sonnet-4", "meta/llama-3.3-70b"]
@@ -35,19 +38,34 @@ async def test_events_arrive_once_keyed_by_model(
     assert emitter.counter("events_sent") == 5000
     assert emitter.counter("events_spooled") == 0
     assert emitter.counter("events_invalid") == 2
-    records = await read_topic(kafka_bootstrap, topics["topic"])
-    assert len(records) == 5000
-    by_id = {orjson.loads(r.value)["event_id"]: r for r in records}
+    got = await read_events(kafka_bootstrap, topics["topic"])
+    assert len(got) == 5000
+    by_id = {orjson.loads(e.value)["event_id"]: e for e in got}
     assert set(by_id) == {e["event_id"] for e in events}
-    partition_of: dict[bytes, set[int]] = {}
-    for r in records:
-        assert r.key == orjson.loads(r.value)["model"].encode()
-        partition_of.setdefault(r.key, set()).add(r.partition)
-    assert all(len(p) == 1 for p in partition_of.values())  # one model, one partition
+    # Batch records: no key, our headers, within the size bound, far fewer than events.
+    records = {(e.record.partition, e.record.offset): e.record for e in got}
+    assert len(records) <= len(events) // 50
+    for r in records.values():
+        assert r.key is None
+        assert list(r.headers) == RECORD_HEADERS
+        assert len(r.value) <= MAX_RECORD_BYTES
+    # Each event in the partition a model-keyed producer picks.
+    probe = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await probe.start()
+    try:
+        parts = sorted(await probe.partitions_for(topics["topic"]))
+    finally:
+        await probe.stop()
+    assert len(parts) > 1
+    for e in got:
+        model = orjson.loads(e.value)["model"]
+        assert e.record.partition == parts[partition_for(model.encode(), len(parts))]
+    assert len({e.record.partition for e in got}) > 1
     first = events[0]
     assert by_id[first["event_id"]].value == encode_event(validate_event(first))
-    dlq = [orjson.loads(r.value) for r in await read_topic(kafka_bootstrap, topics["dlq_topic"])]
-    assert sorted(d["field"] for d in dlq) == ["event_id", "status"]
+    dlq = await read_topic(kafka_bootstrap, topics["dlq_topic"])
+    assert all(not r.headers for r in dlq)  # dead letters stay one plain record each
+    assert sorted(orjson.loads(r.value)["field"] for r in dlq) == ["event_id", "status"]
 
 
 async def test_spool_from_an_earlier_run_is_replayed_on_start(
@@ -70,8 +88,8 @@ async def test_spool_from_an_earlier_run_is_replayed_on_start(
         )
     assert online.counter("events_replayed") == 3000
     ids = [
-        orjson.loads(r.value)["event_id"]
-        for r in await read_topic(kafka_bootstrap, topics["topic"])
+        orjson.loads(e.value)["event_id"]
+        for e in await read_events(kafka_bootstrap, topics["topic"])
     ]
     assert sorted(ids) == sorted(e["event_id"] for e in events)
     assert not list(tmp_path.glob("*.seg"))

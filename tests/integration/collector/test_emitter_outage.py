@@ -82,7 +82,8 @@ async def test_broker_outage_loses_nothing_and_duplicates_nothing(
         await emitter.close()
     got = await delivery(own_broker.bootstrap, topics["topic"], events)
     print(
-        f"\noutage: {got.records} records, {got.unique} unique, {got.duplicates} duplicates, "
+        f"\noutage: {got.events} events in {got.records} records, {got.unique} unique, "
+        f"{got.duplicates} duplicates, "
         f"{len(got.missing)} missing; {spooled_during_outage} spooled during the outage, "
         f"{emitter.counter('events_replayed'):.0f} replayed, "
         f"{emitter.counter('batch_failures'):.0f} failed batches"

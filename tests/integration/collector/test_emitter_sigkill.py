@@ -14,7 +14,7 @@ import pytest
 
 from collector import TelemetryEmitter
 
-from .conftest import read_topic, wait_for
+from .conftest import read_events, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +61,7 @@ async def test_sigkill_then_restart_delivers_every_spooled_event(
             what="the dead process's spool to be replayed",
         )
     ids = [
-        orjson.loads(r.value)["event_id"]
-        for r in await read_topic(kafka_bootstrap, topics["topic"])
+        orjson.loads(e.value)["event_id"]
+        for e in await read_events(kafka_bootstrap, topics["topic"])
     ]
     assert sorted(ids) == sorted(e["event_id"] for e in events)

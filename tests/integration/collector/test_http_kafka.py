@@ -13,8 +13,9 @@ import zstandard
 
 from collector.auth import TokenAuth, hash_token
 from collector.server import ServiceConfig
+from schemas.event_record import RECORD_HEADERS, record_lines
 
-from .conftest import read_topic, running_service
+from .conftest import read_events, read_topic, running_service
 
 pytestmark = pytest.mark.integration
 
@@ -57,11 +58,12 @@ async def test_mixed_batch_valid_to_topic_invalid_to_dlq(
         (25, "cached_input_tokens"),
         (51, "ts"),
     ]
-    ids = [
-        orjson.loads(r.value)["event_id"]
-        for r in await read_topic(kafka_bootstrap, topics["topic"])
-    ]
-    assert sorted(ids) == sorted(e["event_id"] for e in good)
+    # One request, one model (one partition): one Kafka record with the valid events,
+    # in the request's order.
+    (record,) = await read_topic(kafka_bootstrap, topics["topic"])
+    assert record.key is None and list(record.headers) == RECORD_HEADERS
+    ids = [orjson.loads(line)["event_id"] for line in record_lines(record.value, record.headers)]
+    assert ids == [e["event_id"] for e in good]
     dlq = [orjson.loads(r.value) for r in await read_topic(kafka_bootstrap, topics["dlq_topic"])]
     assert sorted((d["index"], d["field"]) for d in dlq) == [
         (25, "cached_input_tokens"),
@@ -156,8 +158,8 @@ async def test_bad_input_at_the_door(
         async with http.get(f"{url}/readyz") as resp:
             assert resp.status == 200
     ids = [
-        orjson.loads(r.value)["event_id"]
-        for r in await read_topic(kafka_bootstrap, topics["topic"])
+        orjson.loads(e.value)["event_id"]
+        for e in await read_events(kafka_bootstrap, topics["topic"])
     ]
     assert sorted(ids) == sorted(e["event_id"] for e in valid)
     dlq = await read_topic(kafka_bootstrap, topics["dlq_topic"])

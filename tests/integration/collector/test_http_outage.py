@@ -86,7 +86,8 @@ async def test_http_broker_outage_loses_nothing_and_duplicates_nothing(
         final = await scrape(http, url)
     got = await delivery(own_broker.bootstrap, topics["topic"], events)
     print(
-        f"\nhttp outage: {got.records} records, {got.duplicates} duplicates, "
+        f"\nhttp outage: {got.events} events in {got.records} records, "
+        f"{got.duplicates} duplicates, "
         f"{len(got.missing)} missing; "
         f"{during['telemetry_emitter_spool_records']:.0f} in the spool during the outage, "
         f"{final['telemetry_emitter_events_replayed_total']:.0f} replayed"

@@ -21,7 +21,7 @@ import pytest
 
 from collector.auth import hash_token
 
-from .conftest import read_topic, scrape, wait_until
+from .conftest import read_events, scrape, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +89,7 @@ async def test_sigkill_service_then_restart_delivers_every_accepted_event(
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=60) == 0  # graceful stop
     ids = [
-        orjson.loads(r.value)["event_id"]
-        for r in await read_topic(kafka_bootstrap, topics["topic"])
+        orjson.loads(e.value)["event_id"]
+        for e in await read_events(kafka_bootstrap, topics["topic"])
     ]
     assert sorted(ids) == sorted(e["event_id"] for e in events)
