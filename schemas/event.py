@@ -1,6 +1,6 @@
 """The request event, schema version 1: one JSON object per request served.
 
-This model *is* the contract of PRODUCT.md. Field names are fixed; unknown
+This model *is* the contract of docs/definitions.md. Field names are fixed; unknown
 fields are ignored and never stored (events carry no prompt or completion text).
 """
 

@@ -1,6 +1,6 @@
 """The published numbers: one row of ``model_stats_7d`` and of ``model_stats_hourly``.
 
-Column names follow PRODUCT.md ("What the numbers mean"), plus the sample
+Column names follow docs/definitions.md ("The numbers"), plus the sample
 counts behind each rate and percentile so that readers (the exporter) can tell
 a figure from a handful of requests from a real one.
 """

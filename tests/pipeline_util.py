@@ -110,7 +110,7 @@ class Expected:
 
 
 def expected_counts(unique: list[dict[str, Any]]) -> Expected:
-    """Exact counts per (model, provider) and per (model, ''), from PRODUCT.md directly."""
+    """Exact counts per (model, provider) and per (model, ''), from docs/definitions.md directly."""
     req: Counter[tuple[str, str]] = Counter()
     err: Counter[tuple[str, str]] = Counter()
     tok: Counter[tuple[str, str]] = Counter()

@@ -1,6 +1,6 @@
 """The strings a model page shows, formatted exactly as the seed page does. Pure.
 
-The seed page (``shared/seed-model-page.txt``) is the spec:
+The display rules of docs/exports.md, taken from a real model page, are the spec:
 
 ============================  ==========================  ===========================
 figure                        seed page                   rule

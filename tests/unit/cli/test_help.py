@@ -1,4 +1,4 @@
-"""Every subcommand PRODUCT.md names exists and answers --help."""
+"""Every subcommand the README names exists and answers --help."""
 
 from __future__ import annotations
 
