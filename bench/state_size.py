@@ -89,28 +89,41 @@ def make_values(
     return out
 
 
-async def produce(bootstrap: str, topic: str, pairs: list[tuple[bytes, bytes]]) -> None:
+async def produce(bootstrap: str, topic: str, pairs: list[tuple[bytes, bytes]]) -> int:
+    """Send the events as our producers do: batch records per partition, rounds of 10,000.
+
+    Returns the number of Kafka records written (what the group's offsets count).
+    """
     from aiokafka import AIOKafkaProducer
+
+    from schemas.event_record import RECORD_HEADERS, pack_lines, partition_for
 
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
         enable_idempotence=True,
         linger_ms=20,
-        max_batch_size=512 * 1024,
+        max_batch_size=1024 * 1024,
         compression_type="lz4",
     )
     await producer.start()
+    records = 0
     try:
-        futures = []
-        for key, value in pairs:
-            futures.append(await producer.send(topic, value, key=key))
-            if len(futures) >= 20_000:
-                await asyncio.gather(*futures)
-                futures.clear()
-        await asyncio.gather(*futures)
+        for lo in range(0, len(pairs), 10_000):
+            per: dict[int, list[bytes]] = {}
+            for key, value in pairs[lo : lo + 10_000]:
+                per.setdefault(partition_for(key, PARTITIONS), []).append(value)
+            futures = []
+            for p, lines in per.items():
+                for value in pack_lines(lines):
+                    futures.append(
+                        await producer.send(topic, value, partition=p, headers=RECORD_HEADERS)
+                    )
+            await asyncio.gather(*futures)
+            records += len(futures)
     finally:
         await producer.stop()
+    return records
 
 
 async def committed(bootstrap: str, group: str, topic: str) -> int:
@@ -218,7 +231,7 @@ def run(args: argparse.Namespace, bootstrap: str, work: Path) -> list[str]:
     pairs = make_values(args.models, args.providers, args.hours, args.per_hour, now, args.seed)
     n = len(pairs)
     print(f"producing {n:,} events to {settings.topic} ...", flush=True)
-    asyncio.run(produce(bootstrap, settings.topic, pairs))
+    records = asyncio.run(produce(bootstrap, settings.topic, pairs))
     del pairs
 
     env = settings_env(settings, bootstrap, work / "data")
@@ -237,7 +250,7 @@ def run(args: argparse.Namespace, bootstrap: str, work: Path) -> list[str]:
             if not worker.alive():
                 raise RuntimeError(f"the worker exited early; see {log}")
             rss_max = max(rss_max, proc.memory_info().rss)
-            if asyncio.run(committed(bootstrap, settings.worker_id, settings.topic)) >= n:
+            if asyncio.run(committed(bootstrap, settings.worker_id, settings.topic)) >= records:
                 done_at = time.perf_counter()
                 break
             time.sleep(1.0)

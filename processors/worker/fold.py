@@ -17,7 +17,7 @@ of docs/architecture.md) still says, per partition, which records it holds.
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -38,6 +38,8 @@ __all__ = ["DEDUP_WINDOW_S", "FoldStats", "Record", "fold_records"]
 #: (docs/definitions.md, "Duplicates").
 DEDUP_WINDOW_S = 3600.0
 _HOUR_MS = 3_600_000
+#: Events validated and grouped at a time (see ``_fold_chunk``).
+CHUNK_LINES = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,44 @@ def fold_records(
     out = FoldStats()
     if not records:
         return out
+    loaded: dict[tuple[str, str, int], BucketRecord] = {}
+    for chunk in _chunks(records, CHUNK_LINES):
+        _fold_chunk(chunk, buckets, seen_blocks, seen, cache, loaded, out, now=now, now_s=now_s)
+    for key, touched in {**out.rewritten, **out.changed}.items():
+        buckets[encode_bucket_key(key)] = touched.to_bytes()
+    return out
+
+
+def _chunks(records: Sequence[Record], max_lines: int) -> Iterator[Sequence[Record]]:
+    """Whole records, at most about ``max_lines`` events a chunk (one record at least)."""
+    start, lines = 0, 0
+    for i, record in enumerate(records):
+        n = record.value.count(b"\n") + 1 if record.value else 0
+        if lines and lines + n > max_lines:
+            yield records[start:i]
+            start, lines = i, 0
+        lines += n
+    yield records[start:]
+
+
+def _fold_chunk(
+    records: Sequence[Record],
+    buckets: MutableMapping[bytes, bytes],
+    seen_blocks: MutableMapping[bytes, bytes],
+    seen: SeenIds,
+    cache: MutableMapping[BucketKey, BucketRecord],
+    loaded: dict[tuple[str, str, int], BucketRecord],
+    out: FoldStats,
+    *,
+    now: datetime,
+    now_s: float,
+) -> None:
+    """Fold whole records into ``loaded`` (written back by the caller) and write their seen blocks.
+
+    Validation holds a decoded dict per event, so a run is folded a chunk of
+    records at a time: memory stays bounded whatever the run's size, and
+    each touched bucket is still encoded once per run.
+    """
     partition = records[0].partition
     lines: list[bytes] = []
     starts: list[int] = []  # where each record's lines start in ``lines``
@@ -117,7 +157,6 @@ def fold_records(
     first_hour = window_start_hour(now)
     # Keys are plain (model, provider, hour) tuples here: a BucketKey is a
     # named tuple, equal to and hashed like the plain one.
-    loaded: dict[tuple[str, str, int], BucketRecord] = {}
     groups: dict[tuple[str, str, int], list[int]] = {}
     newest: dict[tuple[str, str, int], int] = {}
     entries: list[tuple[bytes, tuple[int, int, int, float]]] = []
@@ -187,11 +226,8 @@ def fold_records(
             rec.applied[partition] = newest[key]
             out.counted += len(groups[key])
             out.changed[BucketKey(*key)] = rec
-    for key, touched in {**out.rewritten, **out.changed}.items():
-        buckets[encode_bucket_key(key)] = touched.to_bytes()
     first, last = records[0].offset, records[-1].offset
     for part, lo in enumerate(range(0, len(entries), BLOCK_ENTRIES)):
         block = block_key(partition, first, last, part)
         seen_blocks[block] = encode_block(entries[lo : lo + BLOCK_ENTRIES])
         out.seen_blocks.append(block)
-    return out

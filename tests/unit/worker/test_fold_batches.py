@@ -90,3 +90,25 @@ def test_seen_blocks_stay_under_the_request_size(event_factory: Any) -> None:
     assert all(len(v) < 1_000_000 for v in seen.values())
     assert sum(len(decode_block(v)) for v in seen.values()) == n
     assert {block_partition(k) for k in seen} == {0}
+
+
+def test_a_run_folded_in_chunks_counts_as_one_run(event_factory: Any, monkeypatch: Any) -> None:
+    """Chunks bound memory; a copy in a later chunk is still a duplicate."""
+    import processors.worker.fold as fold_module
+
+    docs = [_doc(event_factory, provider=p) for p in "xyzxyzxyz" * 10]
+    records = [_record(i, docs[i * 3 : (i + 1) * 3]) for i in range(30)]
+    records.append(_record(30, [docs[0], docs[50]]))  # copies of earlier events
+    whole: dict[bytes, bytes] = {}
+    one = _fold(records, whole, {})
+    monkeypatch.setattr(fold_module, "CHUNK_LINES", 4)
+    chunked: dict[bytes, bytes] = {}
+    seen: dict[bytes, bytes] = {}
+    many = _fold(records, chunked, seen)
+    assert (many.counted, many.duplicates) == (one.counted, one.duplicates) == (90, 2)
+    assert chunked == whole
+    assert len(many.seen_blocks) > 1
+    # Replayed, chunk by chunk, nothing counts again.
+    again = _fold(records, chunked, seen, NOW_S + 5)
+    assert (again.counted, again.replayed) == (0, 90)
+    assert chunked == whole
