@@ -1,4 +1,5 @@
-"""The sink under a ClickHouse outage: it pauses, keeps the batch, and commits nothing early.
+"""The sink under a ClickHouse outage: it pauses, keeps the batch, and commits nothing early;
+and its reading of batch records (docs/record-format.md), a bad line rejected on its own.
 
 The outage is injected in front of the real engine (inserts fail with the
 error a dead server gives) so that what is tested is the sink's behaviour;
@@ -10,12 +11,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 import pytest
 from pipeline_util import as_events, settings_for, synthetic_events
 
 from processors.kafka_io import ensure_topics, produce_events
 from processors.sinks.kafka_sink import SinkCounters, run_sink
 from schemas.errors import OperationalError
+from schemas.event_record import RECORD_HEADERS
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +98,56 @@ async def test_outage_pauses_and_loses_nothing(
     got = clickhouse.query("SELECT count(), uniqExact(event_id) FROM telemetry.requests")[0]
     assert got == (len(docs), len(docs))
     assert second.last_error is None
+
+
+async def test_batch_records_are_read_line_by_line(
+    kafka_bootstrap: str, clickhouse: Any, topic_prefix: str
+) -> None:
+    """Our producers' batch records, a hand-made one with bad lines among good ones, and a
+    third party's one-event record keyed by model: every valid event is stored, every bad
+    line is rejected with its record's offset and its line."""
+    from aiokafka import AIOKafkaProducer
+
+    settings = settings_for(topic_prefix)
+    await ensure_topics(kafka_bootstrap, [settings.topic], partitions=4)
+    docs = synthetic_events(3_000, seed=52)
+    await produce_events(kafka_bootstrap, settings.topic, as_events(docs[:2_990]))
+    mixed = [orjson.dumps(d) for d in docs[2_990:2_995]]
+    mixed.insert(2, orjson.dumps({**docs[0], "event_id": "not-a-uuid"}))
+    mixed.insert(4, b"{torn")
+    single = docs[2_995]
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        meta = await (
+            await producer.send(
+                settings.topic, b"\n".join(mixed), partition=3, headers=RECORD_HEADERS
+            )
+        )
+        await (await producer.send(settings.topic, orjson.dumps(single), key=b"third/party"))
+        for d in docs[2_996:]:  # more one-event records, as plain as a third party makes them
+            await (await producer.send(settings.topic, orjson.dumps(d), key=d["model"].encode()))
+    finally:
+        await producer.stop()
+
+    stop = asyncio.Event()
+    counters = SinkCounters()
+    task = asyncio.create_task(
+        run_sink(
+            settings,
+            clickhouse,
+            bootstrap=kafka_bootstrap,
+            group_id=f"{topic_prefix}-sink",
+            stop=stop,
+            counters=counters,
+        )
+    )
+    await _until(lambda: counters.events_seen >= len(docs), 120, "every valid event")
+    stop.set()
+    await asyncio.wait_for(task, 60)
+    got = clickhouse.query("SELECT count(), uniqExact(event_id) FROM telemetry.requests")[0]
+    assert got == (len(docs), len(docs))
+    assert counters.rejected == 2
+    rows = clickhouse.query("SELECT location, field FROM telemetry.rejected ORDER BY location")
+    where = f"partition 3 offset {meta.offset}"
+    assert rows == [(f"{where} line 3", "event_id"), (f"{where} line 5", "$")]
