@@ -2,6 +2,10 @@
 
 Kafka: ``TELEMETRY_TEST_KAFKA`` if set, else testcontainers if a Docker engine
 answers, else ``deploy/local-kafka``, else skip with the reason (fail under CI).
+The local broker listens on ``TELEMETRY_TEST_KAFKA_PORT`` if set, else on a
+free port picked for this session (two sessions on one machine never share a
+broker; its state directory is keyed by the port). Tests that stop and start
+a broker take ``dedicated_broker``: one of their own, never the shared one.
 ClickHouse: ``TELEMETRY_TEST_CLICKHOUSE`` if set, else testcontainers, else a
 fresh ``chdb://`` directory for the session (chDB admits one engine path per
 process, so the whole session shares it; tests clean the tables they use).
@@ -20,10 +24,17 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kafka_broker import LocalKafka, tooling_available
+from kafka_broker import LocalKafka, free_port_pair, tooling_available
 from pipeline_util import make_event
 
-TEST_KAFKA_PORT = int(os.environ.get("TELEMETRY_TEST_KAFKA_PORT", "19292"))
+#: The fixture broker's port when the environment fixes it; else one is picked per session.
+TEST_KAFKA_PORT: int | None = (
+    int(os.environ["TELEMETRY_TEST_KAFKA_PORT"])
+    if os.environ.get("TELEMETRY_TEST_KAFKA_PORT")
+    else None
+)
+#: A dedicated broker's port: this far above TELEMETRY_TEST_KAFKA_PORT (or the next free pair).
+DEDICATED_OFFSET = 50
 
 
 def _docker_answers() -> bool:
@@ -57,7 +68,14 @@ def kafka_bootstrap() -> Iterator[str]:
     reason = tooling_available()
     if reason:
         _unavailable(f"no Kafka broker: {reason}")
-    broker = LocalKafka(TEST_KAFKA_PORT)
+    picked = TEST_KAFKA_PORT is None
+    try:
+        broker = LocalKafka(TEST_KAFKA_PORT if TEST_KAFKA_PORT is not None else free_port_pair())
+    except RuntimeError as exc:
+        _unavailable(f"no Kafka broker: {exc}")
+        raise
+    if picked:
+        broker.stop(wipe=True)  # a port of the moment: whatever an old run left is not ours
     try:
         bootstrap = broker.start()
     except Exception as exc:
@@ -66,7 +84,46 @@ def kafka_bootstrap() -> Iterator[str]:
     try:
         yield bootstrap
     finally:
-        broker.stop(wipe=True)
+        if picked:
+            broker.remove()
+        else:
+            broker.stop(wipe=True)
+
+
+@pytest.fixture
+def dedicated_broker() -> Iterator[LocalKafka]:
+    """A broker of this test alone, which it may stop and start; fresh, and wiped after.
+
+    ``deploy/local-kafka`` on TELEMETRY_TEST_KAFKA_PORT + 50 (or the next free
+    pair above it) when that variable is set, else on a free pair picked at
+    random. Never TELEMETRY_TEST_KAFKA or a container: those cannot be
+    stopped and started again on the same address and data.
+    """
+    reason = tooling_available()
+    if reason:
+        _unavailable(f"no dedicated broker: {reason}")
+    try:
+        port = free_port_pair(
+            TEST_KAFKA_PORT + DEDICATED_OFFSET if TEST_KAFKA_PORT is not None else None
+        )
+    except RuntimeError as exc:
+        _unavailable(f"no dedicated broker: {exc}")
+        raise
+    broker = LocalKafka(port)
+    broker.stop(wipe=True)  # a fresh cluster, whatever an interrupted run left there
+    try:
+        broker.start()
+    except Exception as exc:
+        broker.remove()
+        _unavailable(f"no dedicated broker: {exc}")
+        raise
+    try:
+        yield broker
+    finally:
+        if TEST_KAFKA_PORT is None:
+            broker.remove()
+        else:
+            broker.stop(wipe=True)
 
 
 @pytest.fixture(scope="session")

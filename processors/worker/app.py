@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from cachetools import LRUCache
 from faust.streams import _current_event  # the store picks its partition from it
 from faust.types import TP
 
@@ -68,6 +69,10 @@ SEEN_SWEEP_S = 300.0
 HOURLY_EVERY_S = 30.0
 #: How often a batch that arrived during a rebalance checks whether it is over.
 REBALANCE_POLL_S = 0.05
+#: Decoded bucket records kept between batches (~3 kB each). Live traffic
+#: touches one bucket per key per hour, so this holds every hot bucket of
+#: thousands of keys; a week-wide catch-up decodes the rest again as needed.
+BUCKET_CACHE_MAX = 8_192
 #: Invalid events logged one by one per run; the rest are counted in one line.
 INVALID_LOGGED = 5
 
@@ -132,7 +137,9 @@ def create_app(
     )
     stats_topic = app.topic(settings.stats_topic, key_serializer="raw", value_serializer="raw")
     hourly_topic = app.topic(settings.hourly_topic, key_serializer="raw", value_serializer="raw")
-    writes = PendingWrites()
+    # A broker outage of minutes holds state writes: wait for it (under
+    # Faust's 1,200 s producer request timeout) rather than crash the worker.
+    writes = PendingWrites(timeout_s=900.0)
 
     def table(cls: type[TrackedTable], name: str) -> Any:
         added: Any = app.tables.add(
@@ -315,7 +322,10 @@ def create_app(
     #: restored by Faust) when the assignment changes.
     held_state: dict[str, Any] = {"generation": None, "ids": SeenIds(), "cache": {}}
 
-    def current_state() -> tuple[SeenIds, dict[BucketKey, BucketRecord]]:
+    def new_cache() -> LRUCache[BucketKey, BucketRecord]:
+        return LRUCache(maxsize=BUCKET_CACHE_MAX)
+
+    def current_state() -> tuple[SeenIds, LRUCache[BucketKey, BucketRecord]]:
         """The seen index and bucket cache of the partitions held now.
 
         Faust has restored the tables by then (no folding before recovery is over).
@@ -323,7 +333,7 @@ def create_app(
         generation = app.consumer_generation_id
         if held_state["generation"] != generation:
             held_state["ids"] = SeenIds(seen.data.items())
-            held_state["cache"] = {}
+            held_state["cache"] = new_cache()
             held_state["generation"] = generation
             log.info("seen index: %d event ids of the partitions held", len(held_state["ids"]))
         return held_state["ids"], held_state["cache"]
@@ -358,7 +368,7 @@ def create_app(
                 len(result.invalid) - INVALID_LOGGED,
             )
         for key, rec in result.changed.items():
-            view.note(key, rec.bucket)
+            view.note(key, rec.bucket if rec is not None else None)
 
     idle_ticks: dict[int, int] = defaultdict(int)
 
