@@ -39,7 +39,9 @@ __all__ = ["DEDUP_WINDOW_S", "FoldStats", "Record", "fold_records"]
 DEDUP_WINDOW_S = 3600.0
 _HOUR_MS = 3_600_000
 #: Events validated and grouped at a time (see ``_fold_chunk``).
-CHUNK_LINES = 50_000
+CHUNK_LINES = 10_000
+#: Decoded bucket records a run holds before writing them back early.
+LOADED_MAX = 8_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +62,11 @@ class FoldStats:
     outside_window: int = 0
     #: (offset, line, why) of every line that is not a valid event.
     invalid: list[tuple[int, int, InvalidEvent | UnreadableRecord]] = field(default_factory=list)
-    changed: dict[BucketKey, BucketRecord] = field(default_factory=dict)
+    #: Records the run changed; None for one already written and no longer
+    #: held (a run that touched more than ``LOADED_MAX`` buckets).
+    changed: dict[BucketKey, BucketRecord | None] = field(default_factory=dict)
     #: Records written back unchanged because a replay touched them.
-    rewritten: dict[BucketKey, BucketRecord] = field(default_factory=dict)
+    rewritten: dict[BucketKey, BucketRecord | None] = field(default_factory=dict)
     #: The keys of the ``seen`` blocks written for this run.
     seen_blocks: list[bytes] = field(default_factory=list)
 
@@ -92,9 +96,23 @@ def fold_records(
     loaded: dict[tuple[str, str, int], BucketRecord] = {}
     for chunk in _chunks(records, CHUNK_LINES):
         _fold_chunk(chunk, buckets, seen_blocks, seen, cache, loaded, out, now=now, now_s=now_s)
-    for key, touched in {**out.rewritten, **out.changed}.items():
-        buckets[encode_bucket_key(key)] = touched.to_bytes()
+        if len(loaded) > LOADED_MAX:
+            # A run that touches more buckets than memory should hold (a
+            # week-wide catch-up over thousands of keys): write them now.
+            _write_back(out, buckets, release=True)
+            loaded.clear()
+    _write_back(out, buckets, release=False)
     return out
+
+
+def _write_back(out: FoldStats, buckets: MutableMapping[bytes, bytes], *, release: bool) -> None:
+    """Write every touched record still held; with ``release``, stop holding them."""
+    for table in (out.rewritten, out.changed):
+        for key, rec in table.items():
+            if rec is not None:
+                buckets[encode_bucket_key(key)] = rec.to_bytes()
+                if release:
+                    table[key] = None
 
 
 def _chunks(records: Sequence[Record], max_lines: int) -> Iterator[Sequence[Record]]:

@@ -102,12 +102,14 @@ def test_a_run_folded_in_chunks_counts_as_one_run(event_factory: Any, monkeypatc
     whole: dict[bytes, bytes] = {}
     one = _fold(records, whole, {})
     monkeypatch.setattr(fold_module, "CHUNK_LINES", 4)
+    monkeypatch.setattr(fold_module, "LOADED_MAX", 1)  # written back after every chunk
     chunked: dict[bytes, bytes] = {}
     seen: dict[bytes, bytes] = {}
     many = _fold(records, chunked, seen)
     assert (many.counted, many.duplicates) == (one.counted, one.duplicates) == (90, 2)
     assert chunked == whole
     assert len(many.seen_blocks) > 1
+    assert None in many.changed.values()  # released early, written already
     # Replayed, chunk by chunk, nothing counts again.
     again = _fold(records, chunked, seen, NOW_S + 5)
     assert (again.counted, again.replayed) == (0, 90)
