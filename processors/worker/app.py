@@ -318,23 +318,36 @@ def create_app(
         return pos
 
     #: What the worker keeps in memory for the partitions it holds: the seen
-    #: index and the decoded bucket records, both rebuilt (from the tables,
-    #: restored by Faust) when the assignment changes.
-    held_state: dict[str, Any] = {"generation": None, "ids": SeenIds(), "cache": {}}
+    #: index and the decoded bucket records, both rebuilt from the tables
+    #: once Faust has restored them after an assignment. ``built`` is the
+    #: (generation, recoveries) they were built for: the generation changes
+    #: when the group rejoins, before the tables are restored, so a rebuild
+    #: keyed on it alone could read a table still being restored (a seen
+    #: index missing the new partitions' ids counts their copies again).
+    held_state: dict[str, Any] = {"built": None, "recoveries": 0, "ids": SeenIds(), "cache": {}}
+
+    @seen.on_recover
+    async def seen_restored() -> None:
+        # Faust calls this once the tables are restored, before it resumes
+        # the streams: the next fold rebuilds the index from the whole table.
+        held_state["recoveries"] += 1
 
     def new_cache() -> LRUCache[BucketKey, BucketRecord]:
         return LRUCache(maxsize=BUCKET_CACHE_MAX)
 
+    def state_key() -> tuple[int, int]:
+        return app.consumer_generation_id, held_state["recoveries"]
+
     def current_state() -> tuple[SeenIds, LRUCache[BucketKey, BucketRecord]]:
         """The seen index and bucket cache of the partitions held now.
 
-        Faust has restored the tables by then (no folding before recovery is over).
+        Only called where partitions are not moving and the tables are
+        restored (folding, sweeping): it rebuilds from the tables as they are.
         """
-        generation = app.consumer_generation_id
-        if held_state["generation"] != generation:
+        if held_state["built"] != state_key():
             held_state["ids"] = SeenIds(seen.data.items())
             held_state["cache"] = new_cache()
-            held_state["generation"] = generation
+            held_state["built"] = state_key()
             log.info("seen index: %d event ids of the partitions held", len(held_state["ids"]))
         return held_state["ids"], held_state["cache"]
 
@@ -347,7 +360,7 @@ def create_app(
                     run, buckets, seen, ids, now=datetime.now(UTC), now_s=time.time(), cache=cache
                 )
             except BaseException:
-                held_state["generation"] = None  # the memory may be ahead of the tables
+                held_state["built"] = None  # the memory may be ahead of the tables
                 raise
             if next_offset > expected:
                 buckets[NEXT_OFFSET_KEY] = encode_offset(next_offset)
@@ -427,7 +440,8 @@ def create_app(
             await nudge_idle_partitions()
         expired.extend(pub.expired)
         # No deletes while partitions are moving: a later tick does them.
-        _, cache = current_state()
+        # A cache built for an older assignment is dropped at the next fold anyway.
+        cache = held_state["cache"] if held_state["built"] == state_key() else {}
         for key in expired if not app.rebalancing else ():
             cache.pop(key, None)
             raw_key = encode_bucket_key(key)
@@ -454,8 +468,10 @@ def create_app(
 
     @app.timer(SEEN_SWEEP_S)
     async def sweep_seen() -> None:
-        if app.rebalancing:
-            return  # the next sweep does it; no writes to partitions that may be leaving
+        if app.rebalancing or not app.flow_control.is_active():
+            # The next sweep does it: no writes to partitions that may be
+            # leaving, no index built from tables still being restored.
+            return
         cutoff = time.time() - DEDUP_WINDOW_S
         ids, _ = current_state()
         old = []
