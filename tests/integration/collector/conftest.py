@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from kafka_broker import LocalKafka, tooling_available
+from kafka_broker import LocalKafka, port_pair_free, tooling_available
 
 from schemas.event_record import record_lines
 
@@ -26,22 +25,14 @@ from schemas.event_record import record_lines
 OWN_BROKER_PORTS = range(19400, 19500, 2)
 
 
-def _free(port: int) -> bool:
-    for p in (port, port + 1):
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", p))
-            except OSError:
-                return False
-    return True
-
-
 @pytest.fixture
 def own_broker() -> Iterator[LocalKafka]:
     """A broker of this test alone, which it may stop and start; wiped at the end."""
     reason = tooling_available()
-    if reason is None and (port := next((p for p in OWN_BROKER_PORTS if _free(p)), None)) is None:
+    if (
+        reason is None
+        and (port := next((p for p in OWN_BROKER_PORTS if port_pair_free(p)), None)) is None
+    ):
         reason = "no free port pair in 19400-19499"
     if reason is not None:
         if os.environ.get("CI"):
