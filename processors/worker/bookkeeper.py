@@ -410,6 +410,7 @@ class PartitionBook:
                     now=datetime.fromtimestamp(now_s, UTC),
                     now_s=now_s,
                     cache=cache,
+                    replay_below=expected,
                 )
                 if next_offset > expected:
                     raw = buckets.get(NEXT_OFFSET_KEY)

@@ -275,6 +275,18 @@ def test_rule1_a_redelivered_record_is_not_counted_again() -> None:
     assert counts(side.local[BUCKETS]) == want(5)
 
 
+def test_rule1_a_redelivered_copy_is_not_counted_as_a_duplicate_again() -> None:
+    kafka = Kafka()
+    copy = event("m/x")
+    kafka.produce(0, copy, event("m/y"), copy)
+    side = FakeSide(kafka)
+    b = book(side)
+    fold(b, side.deliver(0, [0, 1, 2]))
+    fold(b, side.deliver(0, [1, 2]))  # Faust delivers them again (a seek)
+    assert (b.counters.counted, b.counters.duplicates, b.counters.replayed) == (2, 1, 2)
+    assert counts(side.local[BUCKETS]) == {"m/x": 1, "m/y": 1}
+
+
 # -- rule 2 --------------------------------------------------------------------
 
 
