@@ -444,8 +444,8 @@ WHAT_IFS = {
         "_a.fold_records = lambda *args, **kwargs: _F()\n",
     ),
     "within": (
-        "BATCH_WITHIN_S=0.05",
-        "import processors.worker.app as _a\n_a.BATCH_WITHIN_S = 0.05\n",
+        "BATCH_WITHIN_S=0.2",
+        "import processors.worker.app as _a\n_a.BATCH_WITHIN_S = 0.2\n",
     ),
     "fetch": (
         "BATCH_WITHIN_S=0.05 + consumer_max_fetch_size=16 MiB",

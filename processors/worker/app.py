@@ -259,6 +259,9 @@ class FaustAdapter:
     async def log_start(self, partition: int) -> int:
         return await self._gap_reader.log_start(partition)
 
+    async def log_end(self, partition: int) -> int:
+        return await self._gap_reader.log_end(partition)
+
     async def read(self, partition: int, start: int, end: int) -> list[Record]:
         return [
             Record(partition, r.offset, r.value, r.headers or ())

@@ -118,6 +118,9 @@ class FaustSide(Protocol):
     async def log_start(self, partition: int) -> int:
         """The first offset of an events partition the broker still has."""
 
+    async def log_end(self, partition: int) -> int:
+        """The broker's end offset of an events partition, asked of the broker."""
+
     async def read(self, partition: int, start: int, end: int) -> Sequence[Record]:
         """The records ``start <= offset < end`` of an events partition, read from Kafka."""
 
@@ -468,7 +471,9 @@ class PartitionBook:
                     continue
                 highwater = self.side.highwater(partition)
                 if highwater is None:
-                    continue
+                    # Faust has fetched nothing of it since the assignment (a
+                    # stalled partition, docs/architecture.md): the broker knows.
+                    highwater = await self.side.log_end(partition)
                 if self._moved(held):
                     return
                 expected = await self._start(partition)

@@ -118,6 +118,7 @@ class FakeSide:
         self.unsettled_at_read: list[int] = []
         self.on_read: Any = None
         self.hold_writes: asyncio.Event | None = None
+        self.stalled: set[int] = set()
 
     @classmethod
     def restored(cls, kafka: Kafka, **kw: Any) -> FakeSide:
@@ -154,6 +155,8 @@ class FakeSide:
         return self.moving
 
     def highwater(self, partition: int) -> int | None:
+        if partition in self.stalled:
+            return None  # Faust fetched nothing of it
         return len(self.kafka.logs.get(partition, []))
 
     async def committed(self, partition: int) -> int | None:
@@ -161,6 +164,9 @@ class FakeSide:
 
     async def log_start(self, partition: int) -> int:
         return 0
+
+    async def log_end(self, partition: int) -> int:
+        return len(self.kafka.logs.get(partition, []))
 
     async def read(self, partition: int, start: int, end: int) -> list[Record]:
         self.reads.append((partition, start, end))
@@ -540,6 +546,20 @@ def test_idle_partition_behind_the_high_watermark_is_read_after_two_idle_ticks()
     run(b.nudge_idle_partitions())  # two: partition 0 is behind (3 > 1), partition 1 is not
     assert side.reads == [(0, 1, 3)]
     assert counts(side.local[BUCKETS]) == {**want(3), "m/10": 1, "m/11": 1}
+
+
+def test_a_stalled_partition_faust_never_fetched_is_read_from_kafka() -> None:
+    """Faust knows no high watermark for a partition it has not fetched since
+    the assignment; the nudge asks the broker instead of skipping it."""
+    kafka = Kafka()
+    kafka.produce(0, *models(3))
+    side = FakeSide(kafka, held={0})
+    side.stalled.add(0)
+    b = book(side)
+    for _ in range(3):
+        run(b.nudge_idle_partitions())
+    assert side.reads == [(0, 0, 3)]
+    assert counts(side.local[BUCKETS]) == want(3)
 
 
 def test_idle_nudge_waits_while_partitions_move() -> None:
