@@ -293,6 +293,16 @@ def test_rule1_a_redelivered_copy_is_not_counted_as_a_duplicate_again() -> None:
     assert counts(side.local[BUCKETS]) == {"m/x": 1, "m/y": 1}
 
 
+def test_rule1_the_same_record_twice_in_one_batch_counts_once() -> None:
+    kafka = Kafka()
+    kafka.produce(0, *models(3))
+    side = FakeSide(kafka)
+    b = book(side)
+    fold(b, side.deliver(0, [0, 1, 1, 2, 0]))
+    assert b.counters.counted == 3
+    assert counts(side.local[BUCKETS]) == want(3)
+
+
 # -- rule 2 --------------------------------------------------------------------
 
 

@@ -102,6 +102,18 @@ def test_a_redelivered_copy_is_a_replay_not_another_duplicate(make: Any) -> None
     assert requests(buckets) == 2
 
 
+def test_a_record_delivered_twice_in_one_run_counts_once(make: Any) -> None:
+    """Faust can hand over the same record twice in one batch (fetched before
+    and after the seek that ends a recovery): each event counts once."""
+    a, b = make(), make()
+    buckets: dict[bytes, bytes] = {}
+    seen: dict[bytes, bytes] = {}
+    run = [Message(0, 5, a), Message(0, 6, b), Message(0, 5, a), Message(0, 6, b)]
+    stats = fold_records(run, buckets, seen, SeenIds(), now=NOW, now_s=NOW_S)
+    assert (stats.counted, stats.duplicates, stats.replayed) == (2, 0, 2)
+    assert requests(buckets) == 2
+
+
 def test_duplicate_on_another_partition_counts_once(make: Any) -> None:
     a = make()
     buckets: dict[bytes, bytes] = {}
