@@ -178,9 +178,18 @@ def create_app(
 
     @app.timer(settings.stats_interval_s)
     async def publish() -> None:
-        tps = frozenset(app.consumer.assignment()) if app.consumer else frozenset()
-        if tps != assigned["tps"]:
-            assigned["tps"] = tps
+        if side.rebalancing():
+            # The tables may still be restoring: a view indexed now would miss
+            # the buckets of the partitions coming in, and publish short.
+            return
+        # Indexed again after every assignment *and* every restoration: the
+        # assignment changes before Faust restores the tables.
+        held = (
+            frozenset(app.consumer.assignment()) if app.consumer else frozenset(),
+            book.restorations,
+        )
+        if held != assigned["tps"]:
+            assigned["tps"] = held
             reindex()
         hourly_due = time.monotonic() - assigned["hourly_at"] >= max(
             HOURLY_EVERY_S, settings.stats_interval_s

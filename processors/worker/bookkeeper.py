@@ -229,6 +229,11 @@ class PartitionBook:
         """
         self._restorations += 1
 
+    @property
+    def restorations(self) -> int:
+        """How many times Faust has restored the tables (see ``tables_restored``)."""
+        return self._restorations
+
     def _key(self) -> tuple[int, int]:
         return self.side.holding()[0], self._restorations
 
