@@ -4,10 +4,11 @@ chDB admits one process per data directory. The process that owns it
 (`telemetry run`, or the sink with ClickHouse embedded) listens on
 ``DATA_DIR/control.sock`` (a Unix socket, owner-only permissions) and answers
 read-only queries; `telemetry stats`, `sql` and `export` route to it when they
-find the directory owned (and `telemetry migrate` checks through it). Queries run on the read-only client
-(``processors.clickhouse.connect(readonly=True)``): a ``readonly=1`` session
-bounded in time, memory and result rows, each query checked on the engine's
-own parse by ``processors.sql_guard`` (docs/security.md says what is allowed).
+find the directory owned (and `telemetry migrate` checks through it). Queries
+run on the read-only client (``processors.clickhouse.connect(readonly=True)``):
+a ``readonly=1`` session bounded in time, memory and result rows, each query
+checked on the engine's own parse by ``processors.sql_guard`` (docs/security.md
+says what is allowed).
 A client that goes away takes its query with it: the query is killed.
 
 Protocol: one JSON object per line each way.
