@@ -361,13 +361,11 @@ class _Demo:
             client,
             ExportOptions(out=out, min_sample=o.min_sample, max_age=timedelta(minutes=10)),
         )
-        console.print(
-            safe_text(
-                f"{len(rows)} models; export of {len(report.written)} models in {out}\n"
-                f"open {out / 'index.html'} in a browser for the model pages and charts"
-            ),
-            highlight=False,
-        )
+        for line in (
+            f"{len(rows)} models; export of {len(report.written)} models in {out}",
+            f"open {out / 'index.html'} in a browser for the model pages and charts",
+        ):
+            console.print(safe_text(line), highlight=False)
 
     async def cleanup(self, sup: Supervisor) -> None:
         """Stop the children (all at once, SIGTERM), then the broker; within 15 s."""
@@ -445,12 +443,9 @@ async def run_kafka_demo(settings: Settings, options: KafkaDemoOptions) -> int:
         demo.say(f"everything stopped in {time.monotonic() - t0:.1f} s; nothing left running")
         log.close()
     if status == 0:
-        console.print(
-            safe_text(
-                f"the store stays in {demo.root}: "
-                f'telemetry --data-dir {demo.root} stats · sql "SELECT ..."\n'
-                f"done in {time.perf_counter() - started:.0f} s"
-            ),
-            highlight=False,
-        )
+        for line in (
+            f"the store stays in {demo.root}: telemetry --data-dir {demo.root} stats",
+            f"done in {time.perf_counter() - started:.0f} s",
+        ):
+            console.print(safe_text(line), highlight=False)
     return status
