@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -94,17 +95,33 @@ class _Stopped(Exception):
         self.sig = sig
 
 
+#: A Faust log line's level: ``[2026-01-01 12:00:00,123] [pid] [INFO] ...``.
+_LEVEL = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+\] \[\d+\] \[([A-Z]+)\]")
+
+
 class _Log:
-    """The combined log: every line prefixed with its process, to the terminal and a file."""
+    """The combined log: every line prefixed with its process, to a file and the terminal.
+
+    The workers log at INFO (rebalances, recoveries, each publication's
+    counters), which goes to the file only: the terminal gets their warnings
+    and errors, and everything else every process prints.
+    """
 
     def __init__(self, path: Path) -> None:
         self.file = path.open("a", encoding="utf-8")
         self.progress: Progress | None = None
+        self._level: dict[str, str] = {}
 
     def __call__(self, name: str, line: str) -> None:
         stamp = time.strftime("%H:%M:%S")
         self.file.write(f"{stamp} {name:>9} | {line}\n")
         self.file.flush()
+        if found := _LEVEL.match(line):
+            self._level[name] = found.group(1)
+        elif not line.startswith(("|", "+", "〃")):  # not a continuation (Faust's tables)
+            self._level.pop(name, None)
+        if self._level.get(name) in ("INFO", "DEBUG"):
+            return
         text = Text.assemble(
             Text(f"{name:>9} │ ", style=_COLORS.get(name, "dim")),
             safe_text(line, style="bold" if name == "demo" else "dim"),
@@ -226,7 +243,7 @@ class _Demo:
         workers = []
         for n in range(1, WORKERS + 1):
             state = self.root / f"worker-{n}"
-            argv = [*cli, "worker", "--state-dir", str(state)]
+            argv = [*cli, "worker", "--state-dir", str(state), "--loglevel", "info"]
             child = await sup.start(f"worker-{n}", argv, env)
             workers.append(child)
             self.say(f"started worker-{n} (pid {child.pid})")
@@ -237,6 +254,9 @@ class _Demo:
         found = await sup.wait_for_line(
             collector, r"listening on (http://\S+)", timeout=READY_TIMEOUT_S
         )
+        for worker in workers:  # Faust's "Ready": joined the group, tables restored
+            await sup.wait_for_line(worker, r"\]: Ready$", timeout=READY_TIMEOUT_S)
+        self.say("the collector, both workers and the sink are ready")
         return found.group(1), workers[-1]
 
     async def traffic(
