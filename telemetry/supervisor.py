@@ -88,6 +88,8 @@ class Guard:
 class Child:
     name: str
     proc: asyncio.subprocess.Process
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
     #: True once the supervisor stops or kills it: its end is not a failure.
     ending: bool = False
     #: True for a command that is meant to finish (the broker's start script).
@@ -138,7 +140,7 @@ class Supervisor:
             limit=1 << 20,
         )
         self.guard.track(proc.pid)
-        child = Child(name, proc, transient=transient)
+        child = Child(name, proc, list(argv), dict(env), transient=transient)
         child.reader = asyncio.create_task(self._read(child))
         self.children.append(child)
         return child
@@ -199,6 +201,21 @@ class Supervisor:
         child.ending = True
         with contextlib.suppress(ProcessLookupError):
             child.proc.send_signal(signal.SIGKILL)
+
+    async def restart(self, child: Child, grace_s: float = STOP_GRACE_S) -> Child:
+        """Stop ``child`` if it runs (SIGTERM, SIGKILL after ``grace_s``), start it again."""
+        if child.running:
+            child.ending = True
+            with contextlib.suppress(ProcessLookupError):
+                child.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(child.proc.wait(), grace_s)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.send_signal(signal.SIGKILL)
+                await child.proc.wait()
+        self.children.remove(child)
+        return await self.start(child.name, child.argv, child.env, transient=child.transient)
 
     async def stop_all(self, grace_s: float = STOP_GRACE_S) -> list[tuple[Child, int | None]]:
         """SIGTERM every running child at once; SIGKILL those still up after ``grace_s``.

@@ -64,6 +64,10 @@ SESSION_TIMEOUT_S = 6
 BROKER_STOP_S = 5
 #: Longest wait for every event to be counted once the last one was sent.
 SETTLE_TIMEOUT_S = 180.0
+#: A count that has not moved for this long while short of the events sent is a stall.
+STALL_S = 20.0
+#: Worker restarts the demo tries against a stall before it reports the count as it is.
+MAX_RESTARTS = 3
 #: Longest wait for a child to say it is ready.
 READY_TIMEOUT_S = 180.0
 WORKERS = 2
@@ -323,11 +327,22 @@ class _Demo:
             )
         return total, report.resent, accepted
 
-    async def settle(self, client: ControlClient, want: int, progress: Progress) -> int:
-        """Poll the store until it counts ``want`` events; the last count read."""
+    async def settle(
+        self, sup: Supervisor, client: ControlClient, want: int, progress: Progress
+    ) -> int:
+        """Poll the store until it counts ``want`` events; the last count read.
+
+        A count that stops short for ``STALL_S`` is a stalled partition
+        (docs/architecture.md, "Partition stalls"): the demo does what that
+        section tells an operator to do, and says so: it brings the killed
+        worker back, or restarts a running one (SIGTERM, then start), at most
+        ``MAX_RESTARTS`` times.
+        """
         task = progress.add_task("counted", total=want, note="stats in the store, via the sink")
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
-        counted = 0
+        counted = last = -1
+        moved = time.monotonic()
+        restarts = 0
         while True:
             rows = await asyncio.to_thread(
                 client.query,
@@ -335,8 +350,23 @@ class _Demo:
             )
             counted = int(rows[0][0]) if rows and rows[0][0] is not None else 0
             progress.update(task, completed=min(counted, want))
-            if counted == want or time.monotonic() > deadline:
+            now = time.monotonic()
+            if counted == want or now > deadline:
                 return counted
+            if counted != last:
+                last, moved = counted, now
+            elif now - moved > STALL_S and restarts < MAX_RESTARTS:
+                restarts += 1
+                workers = [c for c in sup.children if c.name.startswith("worker-")]
+                dead = [c for c in workers if not c.running]
+                child = dead[0] if dead else workers[0]
+                self.say(
+                    f"{want - counted:,} events uncounted and no progress for {STALL_S:.0f} s: "
+                    f'a stalled partition (docs/architecture.md, "Partition stalls"); '
+                    f"{'starting' if dead else 'restarting'} {child.name}"
+                )
+                await sup.restart(child)
+                moved = time.monotonic()
             await asyncio.sleep(1.0)
 
     async def run(self, sup: Supervisor, progress: Progress) -> None:
@@ -352,7 +382,7 @@ class _Demo:
         total, resent, accepted = await self.traffic(sup, url, token, victim, progress)
         unique = total - resent
         client = ControlClient(socket_path(self.root))
-        counted = await self.settle(client, unique, progress)
+        counted = await self.settle(sup, client, unique, progress)
 
         rows = await asyncio.to_thread(
             client.query_dicts,
