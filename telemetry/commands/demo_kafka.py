@@ -137,6 +137,13 @@ class _Log:
         self.file.close()
 
 
+def _shown(path: Path) -> Path:
+    """``path`` relative to the working directory when it lies under it (shorter to read)."""
+    with contextlib.suppress(ValueError):
+        return path.relative_to(Path.cwd())
+    return path
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description:<10}"),
@@ -355,6 +362,8 @@ class _Demo:
                 return counted
             if counted != last:
                 last, moved = counted, now
+            elif now - moved > STALL_S and counted > want:
+                return counted  # counted twice: no restart undoes that; report it
             elif now - moved > STALL_S and restarts < MAX_RESTARTS:
                 restarts += 1
                 workers = [c for c in sup.children if c.name.startswith("worker-")]
@@ -365,7 +374,8 @@ class _Demo:
                     f'a stalled partition (docs/architecture.md, "Partition stalls"); '
                     f"{'starting' if dead else 'restarting'} {child.name}"
                 )
-                await sup.restart(child)
+                child = await sup.restart(child)
+                await sup.wait_for_line(child, r"\]: Ready$", timeout=READY_TIMEOUT_S)
                 moved = time.monotonic()
             await asyncio.sleep(1.0)
 
@@ -412,8 +422,8 @@ class _Demo:
             ExportOptions(out=out, min_sample=o.min_sample, max_age=timedelta(minutes=10)),
         )
         for line in (
-            f"{len(rows)} models; export of {len(report.written)} models in {out}",
-            f"open {out / 'index.html'} in a browser for the model pages and charts",
+            f"{len(rows)} models; export of {len(report.written)} models in {_shown(out)}",
+            f"open {_shown(out / 'index.html')} in a browser for the model pages and charts",
         ):
             console.print(safe_text(line), highlight=False)
 
@@ -494,7 +504,8 @@ async def run_kafka_demo(settings: Settings, options: KafkaDemoOptions) -> int:
         log.close()
     if status == 0:
         for line in (
-            f"the store stays in {demo.root}: telemetry --data-dir {demo.root} stats",
+            f"the store stays in {_shown(demo.root)}: "
+            f"telemetry --data-dir {_shown(demo.root)} stats",
             f"done in {time.perf_counter() - started:.0f} s",
         ):
             console.print(safe_text(line), highlight=False)
