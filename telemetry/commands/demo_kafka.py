@@ -354,11 +354,11 @@ class _Demo:
     ) -> int:
         """Poll the store until it counts ``want`` events; the last count read.
 
-        A count that stops short for ``STALL_S`` is a stalled partition
-        (docs/architecture.md, "Partition stalls"): the demo does what that
-        section tells an operator to do, and says so: it brings the killed
-        worker back, or restarts a running one (SIGTERM, then start), at most
-        ``MAX_RESTARTS`` times.
+        A count that stops short for ``STALL_S`` is a partition that stopped
+        moving (docs/architecture.md, "Partition stalls"): the demo does what
+        an operator would, and says so: it brings the killed worker back, or
+        restarts a running one (SIGTERM, then start), at most ``MAX_RESTARTS``
+        times. A count above ``want`` is returned as it is.
         """
         task = progress.add_task("counted", total=want, note="stats in the store, via the sink")
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
