@@ -386,7 +386,7 @@ class _Demo:
                 child = dead[0] if dead else workers[0]
                 self.say(
                     f"{want - counted:,} events uncounted and no progress for {STALL_S:.0f} s: "
-                    f'a stalled partition (docs/architecture.md, "Partition stalls"); '
+                    f'a partition stopped moving (docs/architecture.md, "Partition stalls"); '
                     f"{'starting' if dead else 'restarting'} {child.name}"
                 )
                 child = await sup.restart(child)
