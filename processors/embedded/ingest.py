@@ -37,8 +37,9 @@ import numpy as np
 import pyarrow as pa
 
 from processors.clickhouse import ClickHouse
-from processors.embedded.blocks import iter_blocks
+from processors.embedded.blocks import LineBlock, iter_blocks
 from processors.embedded.refresh import Refresher, RefreshReport
+from processors.embedded.sql_check import stage_valid_sql
 from processors.sinks.rejected import Rejected, write_rejected
 from schemas.batch import EventColumns
 from schemas.batch import validate_lines as validate_batch
@@ -52,26 +53,29 @@ __all__ = [
     "IngestReport",
     "Validated",
     "ingest_lines",
+    "stage_lines",
     "validate_lines",
+    "validate_part",
     "write_events",
 ]
 
 #: Lines validated and stored at a time: large enough that per-block costs
 #: (one validator call, two statements) vanish, small enough for bounded memory.
-DEFAULT_BATCH = 50_000
+DEFAULT_BATCH = 25_000
 #: Rejected lines stored per run (per file); the others are counted, not stored.
 MAX_REJECTS_KEPT = 10_000
 #: Fold stored rows into the buckets every this many events, so that a refresh
 #: never holds more than this many rows in memory (a 1 GB file stays bounded).
 REFRESH_EVERY = 250_000
 _SAMPLES = 20
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: The session table a block is staged in (per connection: ``TEMPORARY``).
 _STAGE = "telemetry_ingest_block"
 _STAGE_DDL = f"""
 CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE}
 (
-    pos UInt32, event_id FixedString(16), ts DateTime64(3, 'UTC'), gateway_id String,
+    pos UInt64, event_id FixedString(16), ts DateTime64(3, 'UTC'), gateway_id String,
     region Nullable(String), model String, provider String, stream Bool, status String,
     error_type Nullable(String), http_status UInt16, ttft_ms Nullable(Float64),
     latency_ms Float64, input_tokens UInt64, output_tokens UInt64, cached_input_tokens UInt64
@@ -80,6 +84,10 @@ CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE}
 #: The block's events whose id is neither stored nor earlier in the block, stored.
 #: ``LIMIT 1 BY`` after ``ORDER BY pos`` keeps an id's first copy, as the
 #: per-event writer did; an id counts once whatever its ``ts``.
+#: The lines of a block (line number, text), for the SQL rules.
+_RAW = "telemetry_ingest_lines"
+_RAW_DDL = f"CREATE TEMPORARY TABLE IF NOT EXISTS {_RAW} (n UInt64, line String) ENGINE = Memory"
+_STAGE_VALID = stage_valid_sql(_RAW, _STAGE)
 _STORE = f"""
 INSERT INTO telemetry.requests (event_id, schema_version, ts, gateway_id, region, model,
     provider, stream, status, error_type, http_status, ttft_ms, latency_ms, input_tokens,
@@ -162,11 +170,11 @@ def validate_lines(
     return Validated(good, bad, bad_lines, count)
 
 
-def _arrow_block(cols: EventColumns) -> pa.Table:
-    """The valid events of a block as one Arrow table for the staging table."""
+def _arrow_block(cols: EventColumns, positions: list[int]) -> pa.Table:
+    """Valid events as one Arrow table for the staging table; ``pos`` orders copies of an id."""
     return pa.table(
         {
-            "pos": pa.array(np.arange(len(cols), dtype=np.uint32)),
+            "pos": pa.array(positions, pa.uint64()),
             "event_id": pa.array(cols.event_id, pa.binary(16)),
             "ts": pa.array(cols.ts_ms, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
             "gateway_id": pa.array(cols.gateway_id, pa.string()),
@@ -186,6 +194,11 @@ def _arrow_block(cols: EventColumns) -> pa.Table:
     )
 
 
+def _us(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
 class _Stamp:
     """``ingested_at`` of each block: now, and always later than the block before."""
 
@@ -201,24 +214,61 @@ class _Stamp:
 _stamps = _Stamp()
 
 
-def write_events(ch: ClickHouse, events: EventColumns) -> int:
-    """Store the events whose ``event_id`` is not stored yet; return how many were new.
+def write_events(ch: ClickHouse, events: pa.Table) -> int:
+    """Store the staged events and ``events`` whose ``event_id`` is new; return how many.
 
-    Two statements for the whole block, whatever its size: stage it, then
-    one ``INSERT ... SELECT`` that leaves out ids already stored or earlier
-    in the block. The stored rows carry one ``ingested_at`` per block, which
-    is how the new ones are counted.
+    ``events`` joins what ``stage_lines`` staged for the block; then one
+    ``INSERT ... SELECT`` stores every staged event whose id is neither
+    stored already nor on an earlier line (``pos``). The stored rows carry
+    one ``ingested_at`` per block, which is how the new ones are counted.
     """
-    if not len(events):
-        return 0
     at = _stamps.next()
     ch.command(_STAGE_DDL)
-    ch.command(f"TRUNCATE TABLE {_STAGE}")
-    ch.insert_arrow(_STAGE, _arrow_block(events))
+    ch.insert_arrow(_STAGE, events)
     ch.command(_STORE, {"at": at})
     rows = ch.query(_STORED, {"at": at})
     ch.command(f"TRUNCATE TABLE {_STAGE}")
     return int(rows[0][0])
+
+
+class Part(NamedTuple):
+    """Lines validated by the batch validator: the valid events as Arrow, the rejects by index."""
+
+    events: pa.Table
+    #: (index in the lines given, the rule it broke), in input order
+    rejects: list[tuple[int, InvalidEvent]]
+
+
+def validate_part(lines: list[bytes], positions: list[int], now: datetime) -> Part:
+    """Validate lines with ``schemas.batch``; ``positions`` become the events' ``pos``."""
+    valid = validate_batch(lines, now=now)
+    events = _arrow_block(valid.events, [positions[i] for i in valid.events.index])
+    return Part(events, valid.rejects)
+
+
+def stage_lines(ch: ClickHouse, block: LineBlock, now: datetime) -> list[int]:
+    """Stage the lines the SQL rules accept (``sql_check``); return the indexes of the others.
+
+    The block's lines go to the engine as one Arrow block; the events of the
+    lines that pass are staged (``pos`` = line number) for ``write_events``.
+    """
+    ch.command(_RAW_DDL)
+    ch.command(_STAGE_DDL)
+    ch.command(f"TRUNCATE TABLE {_RAW}")
+    ch.command(f"TRUNCATE TABLE {_STAGE}")
+    lines = pa.table(
+        {
+            "n": pa.array(block.numbers, pa.uint64()),
+            "line": pa.array(block.lines, pa.binary()),
+        }
+    )
+    ch.insert_arrow(_RAW, lines)
+    ch.command(_STAGE_VALID, {"now_us": _us(now)})
+    table = ch.query_arrow(f"SELECT n FROM {_RAW} WHERE n NOT IN (SELECT pos FROM {_STAGE})")
+    ch.command(f"TRUNCATE TABLE {_RAW}")
+    rest = np.sort(table.column("n").to_numpy())
+    index = np.searchsorted(np.asarray(block.numbers, dtype=np.uint64), rest)
+    return [int(i) for i in index.tolist()]
 
 
 def ingest_lines(
@@ -232,28 +282,45 @@ def ingest_lines(
     keep_rejects: int = MAX_REJECTS_KEPT,
     refresher: Refresher | None = None,
 ) -> IngestReport:
-    """Store the valid events of ``chunks``, and the first ``keep_rejects`` rejected lines."""
+    """Store the valid events of ``chunks``, and the first ``keep_rejects`` rejected lines.
+
+    Per block of ``batch_size`` lines: the SQL rules stage the lines that
+    certainly keep the contract (``stage_lines``), the batch validator
+    decides every other line (with the reasons users see), and
+    ``write_events`` stores the block's new events. Without a ClickHouse
+    handle (the writers replaced, as in tests) every line takes the batch
+    validator.
+    """
     report = IngestReport()
     started = time.perf_counter()
     since_refresh = 0
     if do_refresh and refresher is None:
         refresher = Refresher()
     for block in iter_blocks(chunks, block_lines=batch_size):
-        valid = validate_batch(block.lines, now=datetime.now(UTC))
+        now = datetime.now(UTC)
+        if isinstance(ch, ClickHouse):
+            rest = stage_lines(ch, block, now)
+        else:
+            rest = list(range(len(block)))
+        staged = len(block) - len(rest)
+        part = validate_part([block.lines[i] for i in rest], [block.numbers[i] for i in rest], now)
         room = keep_rejects - report.rejected_kept
         bad: list[Rejected] = []
-        for i, exc in valid.rejects[:room]:
+        for j, exc in part.rejects[:room]:
+            i = rest[j]
             lineno = block.numbers[i]
             bad.append(Rejected(source, f"line {lineno}", exc.field, exc.reason, block.lines[i]))
             if len(report.rejected_samples) < _SAMPLES:
                 report.rejected_samples.append((lineno, exc.reason))
         write_rejected(ch, bad)
-        report.stored += write_events(ch, valid.events)
-        report.accepted += len(valid.events)
-        report.rejected += len(valid.rejects)
+        accepted = staged + part.events.num_rows
+        if accepted:
+            report.stored += write_events(ch, part.events)
+        report.accepted += accepted
+        report.rejected += len(part.rejects)
         report.rejected_kept += len(bad)
         report.lines = block.numbers[-1]
-        since_refresh += len(valid.events)
+        since_refresh += accepted
         if on_batch:
             on_batch(report)
         if refresher is not None and since_refresh >= REFRESH_EVERY:
