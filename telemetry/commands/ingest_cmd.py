@@ -55,9 +55,10 @@ def _hint(report: IngestReport, head: _Head) -> None:
     """A file that is one JSON array (or pretty-printed JSON) is not NDJSON: say what to do."""
     if report.accepted == 0 and report.rejected and head.byte == b"[":
         err_console.print(
-            "  the input looks like one JSON array: ingest reads NDJSON, one event object per "
-            "line (convert it with e.g. jq -c '.[]')",
-            highlight=False,
+            "  the input looks like one JSON array; ingest reads NDJSON,", highlight=False
+        )
+        err_console.print(
+            "  one event object per line (convert with: jq -c '.[]' FILE)", highlight=False
         )
 
 
