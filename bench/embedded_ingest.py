@@ -24,7 +24,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from _common import ROOT, footer, scratch
 
@@ -69,7 +68,7 @@ SELECT toUUID(event_id), parseDateTime64BestEffort(ts, 3, 'UTC') AS t, gateway_i
        round(ttft_ms, 3), round(latency_ms, 3), input_tokens, output_tokens, cached_input_tokens
 FROM t.raw
 WHERE schema_version = 1
-  AND match(event_id, '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')
+  AND match(event_id, '^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$')
   AND isNotNull(parseDateTime64BestEffortOrNull(ts, 3, 'UTC'))
   AND parseDateTime64BestEffort(ts, 3, 'UTC') BETWEEN now64(3) - INTERVAL 30 DAY
                                                    AND now64(3) + INTERVAL 5 MINUTE
@@ -179,9 +178,7 @@ def main() -> None:
         stats = timed([*cli, "stats", "--json"], env)
         print(f"telemetry stats:  {stats.seconds:.2f} s, peak RSS {stats.peak_rss_mb:.0f} MB")
 
-        alone = timed(
-            [sys.executable, "-c", _CLICKHOUSE_ALONE, str(path), str(work / "chdb")], env
-        )
+        alone = timed([sys.executable, "-c", _CLICKHOUSE_ALONE, str(path), str(work / "chdb")], env)
         print(f"ClickHouse alone: {alone.seconds:.2f} s, peak RSS {alone.peak_rss_mb:.0f} MB")
         print(f"  {alone.stdout.strip()}")
 

@@ -5,13 +5,14 @@ file's size:
 
 * lines are cut into blocks by ``iter_blocks`` (the same lines and numbers as
   ``schemas.codec.iter_ndjson``);
-* a block is validated by ``schemas.batch.validate_lines``: one pydantic-core
-  call over the block, the valid events as columns, each reject with exactly
-  the field and reason the per-event path gives;
-* the valid events go to ClickHouse as one Arrow block into a session table,
-  and one ``INSERT ... SELECT`` stores those whose ``event_id`` is neither
-  stored yet nor earlier in the block: the dedup is a set operation in the
-  database, not a lookup per event;
+* the block goes to the engine as one Arrow block (a session table); one
+  ``INSERT ... SELECT`` stages the lines that certainly keep the contract
+  (``sql_check``: the SQL form of the rules, for the plain form encoders
+  write), and ``schemas.batch.validate_lines`` decides every other line, with
+  exactly the field and reason the per-event path gives;
+* one more ``INSERT ... SELECT`` stores the staged events whose ``event_id``
+  is neither stored yet nor earlier in the block: the dedup is a set
+  operation in the database, not a lookup per event;
 * the hour buckets are refreshed from what was stored (``refresh``) every
   ``REFRESH_EVERY`` rows and at the end, with the columnar fold.
 
@@ -60,7 +61,7 @@ __all__ = [
 ]
 
 #: Lines validated and stored at a time: large enough that per-block costs
-#: (one validator call, two statements) vanish, small enough for bounded memory.
+#: (a handful of statements) vanish, small enough for bounded memory.
 DEFAULT_BATCH = 25_000
 #: Rejected lines stored per run (per file); the others are counted, not stored.
 MAX_REJECTS_KEPT = 10_000
@@ -81,13 +82,13 @@ CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE}
     latency_ms Float64, input_tokens UInt64, output_tokens UInt64, cached_input_tokens UInt64
 ) ENGINE = Memory
 """
-#: The block's events whose id is neither stored nor earlier in the block, stored.
-#: ``LIMIT 1 BY`` after ``ORDER BY pos`` keeps an id's first copy, as the
-#: per-event writer did; an id counts once whatever its ``ts``.
 #: The lines of a block (line number, text), for the SQL rules.
 _RAW = "telemetry_ingest_lines"
 _RAW_DDL = f"CREATE TEMPORARY TABLE IF NOT EXISTS {_RAW} (n UInt64, line String) ENGINE = Memory"
 _STAGE_VALID = stage_valid_sql(_RAW, _STAGE)
+#: The block's events whose id is neither stored nor earlier in the block, stored.
+#: ``LIMIT 1 BY`` after ``ORDER BY pos`` keeps an id's first copy, as the
+#: per-event writer did; an id counts once whatever its ``ts``.
 _STORE = f"""
 INSERT INTO telemetry.requests (event_id, schema_version, ts, gateway_id, region, model,
     provider, stream, status, error_type, http_status, ttft_ms, latency_ms, input_tokens,
