@@ -67,7 +67,7 @@ DEFAULT_BATCH = 25_000
 MAX_REJECTS_KEPT = 10_000
 #: Fold stored rows into the buckets every this many events, so that a refresh
 #: never holds more than this many rows in memory (a 1 GB file stays bounded).
-REFRESH_EVERY = 250_000
+REFRESH_EVERY = 200_000
 _SAMPLES = 20
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
