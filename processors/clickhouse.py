@@ -167,6 +167,25 @@ class ClickHouse:
         names, rows = self.query_table(sql, parameters)
         return [dict(zip(names, row, strict=True)) for row in rows]
 
+    def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        """The result as a ``pyarrow.Table``: many rows without a Python object per value."""
+        if self.readonly:
+            self.check_read(sql, parameters)
+        try:
+            return self._client.query_arrow(sql, parameters=parameters, use_strings=True)
+        except Exception as exc:
+            raise _wrap(exc, sql) from exc
+
+    def insert_arrow(self, table: str, data: Any) -> int:
+        """Insert a ``pyarrow.Table`` as one block (its column names are the table's)."""
+        if not data.num_rows:
+            return 0
+        try:
+            self._client.insert_arrow(table, data)
+        except Exception as exc:
+            raise _wrap(exc, f"INSERT INTO {table}") from exc
+        return int(data.num_rows)
+
     def insert(
         self,
         table: str,

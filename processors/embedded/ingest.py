@@ -1,11 +1,29 @@
 """NDJSON events into the embedded store: validate, keep rejects, dedupe, store, refresh.
 
-Streams in bounded memory: lines are read in chunks, validated and written in
-batches, so a 1 GB file costs one batch of memory, not a gigabyte.
+A block at a time (``DEFAULT_BATCH`` lines), in bounded memory, whatever the
+file's size:
+
+* lines are cut into blocks by ``iter_blocks`` (the same lines and numbers as
+  ``schemas.codec.iter_ndjson``);
+* the block goes to the engine as one Arrow block (a session table); one
+  ``INSERT ... SELECT`` stages the lines that certainly keep the contract
+  (``sql_check``: the SQL form of the rules, for the plain form encoders
+  write), and ``schemas.batch.validate_lines`` decides every other line, with
+  exactly the field and reason the per-event path gives;
+* one more ``INSERT ... SELECT`` stores the staged events whose ``event_id``
+  is neither stored yet nor earlier in the block: the dedup is a set
+  operation in the database, not a lookup per event;
+* the hour buckets are refreshed from what was stored (``refresh``) every
+  ``REFRESH_EVERY`` rows and at the end, with the columnar fold.
 
 Rejected lines are all counted, but only the first ``MAX_REJECTS_KEPT`` of a run
 are stored in ``telemetry.rejected``: a file of millions of bad lines must not
 cost millions of rows (the same rule as the HTTP door's, per file).
+
+Running the same file again stores nothing new and counts nothing twice, also
+after a SIGKILL at any point: an event is stored once per ``event_id`` (the
+check runs against the table itself), and the refresh counts each stored row
+once (``processors.embedded.refresh``).
 """
 
 from __future__ import annotations
@@ -16,11 +34,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+import numpy as np
+import pyarrow as pa
+
 from processors.clickhouse import ClickHouse
-from processors.embedded.refresh import RefreshReport, refresh
+from processors.embedded.blocks import LineBlock, iter_blocks
+from processors.embedded.refresh import Refresher, RefreshReport
+from processors.embedded.sql_check import stage_valid_sql
 from processors.sinks.rejected import Rejected, write_rejected
-from processors.sinks.requests import write_events
-from schemas.codec import decode_event, iter_ndjson
+from schemas.batch import EventColumns
+from schemas.batch import validate_lines as validate_batch
+from schemas.codec import decode_event
 from schemas.errors import InvalidEvent
 from schemas.event import RequestEvent
 
@@ -30,16 +54,60 @@ __all__ = [
     "IngestReport",
     "Validated",
     "ingest_lines",
+    "stage_lines",
     "validate_lines",
+    "validate_part",
+    "write_events",
 ]
 
-DEFAULT_BATCH = 20_000
+#: Lines validated and stored at a time: large enough that per-block costs
+#: (a handful of statements) vanish, small enough for bounded memory.
+DEFAULT_BATCH = 25_000
 #: Rejected lines stored per run (per file); the others are counted, not stored.
 MAX_REJECTS_KEPT = 10_000
 #: Fold stored rows into the buckets every this many events, so that a refresh
 #: never holds more than this many rows in memory (a 1 GB file stays bounded).
 REFRESH_EVERY = 200_000
 _SAMPLES = 20
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: The session table a block is staged in (per connection: ``TEMPORARY``).
+_STAGE = "telemetry_ingest_block"
+_STAGE_DDL = f"""
+CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE}
+(
+    pos UInt64, event_id FixedString(16), ts DateTime64(3, 'UTC'), gateway_id String,
+    region Nullable(String), model String, provider String, stream Bool, status String,
+    error_type Nullable(String), http_status UInt16, ttft_ms Nullable(Float64),
+    latency_ms Float64, input_tokens UInt64, output_tokens UInt64, cached_input_tokens UInt64
+) ENGINE = Memory
+"""
+#: The lines of a block (line number, text), for the SQL rules.
+_RAW = "telemetry_ingest_lines"
+_RAW_DDL = f"CREATE TEMPORARY TABLE IF NOT EXISTS {_RAW} (n UInt64, line String) ENGINE = Memory"
+_STAGE_VALID = stage_valid_sql(_RAW, _STAGE)
+#: The block's events whose id is neither stored nor earlier in the block, stored.
+#: ``LIMIT 1 BY`` after ``ORDER BY pos`` keeps an id's first copy, as the
+#: per-event writer did; an id counts once whatever its ``ts``.
+_STORE = f"""
+INSERT INTO telemetry.requests (event_id, schema_version, ts, gateway_id, region, model,
+    provider, stream, status, error_type, http_status, ttft_ms, latency_ms, input_tokens,
+    output_tokens, cached_input_tokens, ingested_at)
+SELECT id, 1, ts, gateway_id, region, model, provider, stream, status, error_type,
+    http_status, ttft_ms, latency_ms, input_tokens, output_tokens, cached_input_tokens,
+    {{at:DateTime64(3, 'UTC')}}
+FROM (SELECT *, toUUID(UUIDNumToString(event_id)) AS id FROM {_STAGE})
+WHERE id NOT IN (
+    SELECT event_id FROM telemetry.requests
+    WHERE event_id IN (SELECT toUUID(UUIDNumToString(event_id)) FROM {_STAGE})
+)
+ORDER BY pos
+LIMIT 1 BY id
+"""
+_STORED = (
+    "SELECT count() FROM telemetry.requests WHERE ingested_at = {at:DateTime64(3, 'UTC')} "
+    "AND event_id IN (SELECT toUUID(UUIDNumToString(event_id)) FROM " + _STAGE + ")"
+)
 
 
 @dataclass(slots=True)
@@ -81,8 +149,10 @@ def validate_lines(
     now: datetime | None = None,
     keep: int = MAX_REJECTS_KEPT,
 ) -> Validated:
-    """Split numbered lines into valid events and rejects (with line numbers).
+    """Split numbered lines into valid events and rejects (with line numbers), one by one.
 
+    The Kafka path of `telemetry ingest` sends event objects; the embedded
+    path validates whole blocks into columns instead (``ingest_lines``).
     Only the first ``keep`` rejects are kept; the others are counted, nothing more.
     """
     now = now or datetime.now(UTC)
@@ -101,6 +171,107 @@ def validate_lines(
     return Validated(good, bad, bad_lines, count)
 
 
+def _arrow_block(cols: EventColumns, positions: list[int]) -> pa.Table:
+    """Valid events as one Arrow table for the staging table; ``pos`` orders copies of an id."""
+    return pa.table(
+        {
+            "pos": pa.array(positions, pa.uint64()),
+            "event_id": pa.array(cols.event_id, pa.binary(16)),
+            "ts": pa.array(cols.ts_ms, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+            "gateway_id": pa.array(cols.gateway_id, pa.string()),
+            "region": pa.array(cols.region, pa.string()),
+            "model": pa.array(cols.model, pa.string()),
+            "provider": pa.array(cols.provider, pa.string()),
+            "stream": pa.array(cols.stream, pa.bool_()),
+            "status": pa.array(cols.status, pa.string()),
+            "error_type": pa.array(cols.error_type, pa.string()),
+            "http_status": pa.array(cols.http_status, pa.uint16()),
+            "ttft_ms": pa.array(cols.ttft_ms, pa.float64()),
+            "latency_ms": pa.array(cols.latency_ms, pa.float64()),
+            "input_tokens": pa.array(cols.input_tokens, pa.uint64()),
+            "output_tokens": pa.array(cols.output_tokens, pa.uint64()),
+            "cached_input_tokens": pa.array(cols.cached_input_tokens, pa.uint64()),
+        }
+    )
+
+
+def _us(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+class _Stamp:
+    """``ingested_at`` of each block: now, and always later than the block before."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def next(self) -> datetime:
+        ms = max(int(time.time() * 1000), self._last + 1)
+        self._last = ms
+        return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+_stamps = _Stamp()
+
+
+def write_events(ch: ClickHouse, events: pa.Table) -> int:
+    """Store the staged events and ``events`` whose ``event_id`` is new; return how many.
+
+    ``events`` joins what ``stage_lines`` staged for the block; then one
+    ``INSERT ... SELECT`` stores every staged event whose id is neither
+    stored already nor on an earlier line (``pos``). The stored rows carry
+    one ``ingested_at`` per block, which is how the new ones are counted.
+    """
+    at = _stamps.next()
+    ch.command(_STAGE_DDL)
+    ch.insert_arrow(_STAGE, events)
+    ch.command(_STORE, {"at": at})
+    rows = ch.query(_STORED, {"at": at})
+    ch.command(f"TRUNCATE TABLE {_STAGE}")
+    return int(rows[0][0])
+
+
+class Part(NamedTuple):
+    """Lines validated by the batch validator: the valid events as Arrow, the rejects by index."""
+
+    events: pa.Table
+    #: (index in the lines given, the rule it broke), in input order
+    rejects: list[tuple[int, InvalidEvent]]
+
+
+def validate_part(lines: list[bytes], positions: list[int], now: datetime) -> Part:
+    """Validate lines with ``schemas.batch``; ``positions`` become the events' ``pos``."""
+    valid = validate_batch(lines, now=now)
+    events = _arrow_block(valid.events, [positions[i] for i in valid.events.index])
+    return Part(events, valid.rejects)
+
+
+def stage_lines(ch: ClickHouse, block: LineBlock, now: datetime) -> list[int]:
+    """Stage the lines the SQL rules accept (``sql_check``); return the indexes of the others.
+
+    The block's lines go to the engine as one Arrow block; the events of the
+    lines that pass are staged (``pos`` = line number) for ``write_events``.
+    """
+    ch.command(_RAW_DDL)
+    ch.command(_STAGE_DDL)
+    ch.command(f"TRUNCATE TABLE {_RAW}")
+    ch.command(f"TRUNCATE TABLE {_STAGE}")
+    lines = pa.table(
+        {
+            "n": pa.array(block.numbers, pa.uint64()),
+            "line": pa.array(block.lines, pa.binary()),
+        }
+    )
+    ch.insert_arrow(_RAW, lines)
+    ch.command(_STAGE_VALID, {"now_us": _us(now)})
+    table = ch.query_arrow(f"SELECT n FROM {_RAW} WHERE n NOT IN (SELECT pos FROM {_STAGE})")
+    ch.command(f"TRUNCATE TABLE {_RAW}")
+    rest = np.sort(table.column("n").to_numpy())
+    index = np.searchsorted(np.asarray(block.numbers, dtype=np.uint64), rest)
+    return [int(i) for i in index.tolist()]
+
+
 def ingest_lines(
     ch: ClickHouse,
     chunks: Iterable[bytes],
@@ -110,40 +281,53 @@ def ingest_lines(
     on_batch: Callable[[IngestReport], None] | None = None,
     do_refresh: bool = True,
     keep_rejects: int = MAX_REJECTS_KEPT,
+    refresher: Refresher | None = None,
 ) -> IngestReport:
-    """Store the valid events of ``chunks``, and the first ``keep_rejects`` rejected lines."""
+    """Store the valid events of ``chunks``, and the first ``keep_rejects`` rejected lines.
+
+    Per block of ``batch_size`` lines: the SQL rules stage the lines that
+    certainly keep the contract (``stage_lines``), the batch validator
+    decides every other line (with the reasons users see), and
+    ``write_events`` stores the block's new events. Without a ClickHouse
+    handle (the writers replaced, as in tests) every line takes the batch
+    validator.
+    """
     report = IngestReport()
     started = time.perf_counter()
-    batch: list[tuple[int, bytes]] = []
-
-    def flush() -> None:
+    since_refresh = 0
+    if do_refresh and refresher is None:
+        refresher = Refresher()
+    for block in iter_blocks(chunks, block_lines=batch_size):
+        now = datetime.now(UTC)
+        if isinstance(ch, ClickHouse):
+            rest = stage_lines(ch, block, now)
+        else:
+            rest = list(range(len(block)))
+        staged = len(block) - len(rest)
+        part = validate_part([block.lines[i] for i in rest], [block.numbers[i] for i in rest], now)
         room = keep_rejects - report.rejected_kept
-        good, bad, bad_lines, bad_count = validate_lines(batch, source=source, keep=room)
-        write_rejected(ch, bad)
-        report.stored += write_events(ch, good)
-        report.accepted += len(good)
-        report.rejected += bad_count
-        report.rejected_kept += len(bad)
-        for lineno, item in zip(bad_lines, bad, strict=True):
+        bad: list[Rejected] = []
+        for j, exc in part.rejects[:room]:
+            i = rest[j]
+            lineno = block.numbers[i]
+            bad.append(Rejected(source, f"line {lineno}", exc.field, exc.reason, block.lines[i]))
             if len(report.rejected_samples) < _SAMPLES:
-                report.rejected_samples.append((lineno, item.reason))
-        batch.clear()
+                report.rejected_samples.append((lineno, exc.reason))
+        write_rejected(ch, bad)
+        accepted = staged + part.events.num_rows
+        if accepted:
+            report.stored += write_events(ch, part.events)
+        report.accepted += accepted
+        report.rejected += len(part.rejects)
+        report.rejected_kept += len(bad)
+        report.lines = block.numbers[-1]
+        since_refresh += accepted
         if on_batch:
             on_batch(report)
-
-    since_refresh = 0
-    for numbered in iter_ndjson(chunks):
-        batch.append(numbered)
-        report.lines = numbered[0]
-        if len(batch) >= batch_size:
-            since_refresh += len(batch)
-            flush()
-            if do_refresh and since_refresh >= REFRESH_EVERY:
-                report.refresh = refresh(ch)
-                since_refresh = 0
-    if batch:
-        flush()
-    if do_refresh:
-        report.refresh = refresh(ch)
+        if refresher is not None and since_refresh >= REFRESH_EVERY:
+            report.refresh = refresher.refresh(ch)
+            since_refresh = 0
+    if refresher is not None:
+        report.refresh = refresher.refresh(ch)
     report.elapsed_s = time.perf_counter() - started
     return report

@@ -31,11 +31,37 @@ _CHUNK = 1 << 20
 _SAMPLES = 20
 
 
-def _chunks(stream: BinaryIO, progress: Progress | None, task: TaskID | None) -> Iterator[bytes]:
+class _Head:
+    """The first byte of the input that is not whitespace (what the input looks like)."""
+
+    def __init__(self) -> None:
+        self.byte = b""
+
+    def see(self, chunk: bytes) -> None:
+        if not self.byte:
+            self.byte = chunk.lstrip()[:1]
+
+
+def _chunks(
+    stream: BinaryIO, progress: Progress | None, task: TaskID | None, head: _Head | None = None
+) -> Iterator[bytes]:
     while chunk := stream.read(_CHUNK):
         if progress is not None and task is not None:
             progress.advance(task, len(chunk))
+        if head is not None:
+            head.see(chunk)
         yield chunk
+
+
+def _hint(report: IngestReport, head: _Head) -> None:
+    """A file that is one JSON array (or pretty-printed JSON) is not NDJSON: say what to do."""
+    if report.accepted == 0 and report.rejected and head.byte == b"[":
+        err_console.print(
+            "  the input looks like one JSON array; ingest reads NDJSON,", highlight=False
+        )
+        err_console.print(
+            "  one event object per line (convert with: jq -c '.[]' FILE)", highlight=False
+        )
 
 
 def _open(source: str) -> tuple[BinaryIO, int | None]:
@@ -126,6 +152,7 @@ def register(app: typer.Typer) -> None:
                     "ingest instead (POST /v1/events, or telemetry simulate --to http://HOST:PORT)"
                 )
             raise
+        head = _Head()
         show = not quiet and size is not None and err_console.is_terminal
         with Progress(
             TextColumn("[bold]ingest[/]"),
@@ -138,12 +165,13 @@ def register(app: typer.Typer) -> None:
             task = progress.add_task("ingest", total=size or 0, accepted=0)
             report = ingest_lines(
                 ch,
-                _chunks(stream, progress, task),
+                _chunks(stream, progress, task, head),
                 source=f"ingest:{label}",
                 on_batch=lambda r: progress.update(task, accepted=r.accepted),
             )
         extra = f"{report.stored} new, {report.duplicates} duplicates"
         _summary(report, extra, "telemetry.rejected")
+        _hint(report, head)
         rate = report.accepted / report.elapsed_s if report.elapsed_s else 0
         console.print(
             f"{report.elapsed_s:.1f} s, {rate:,.0f} events/s; stats refreshed", style="dim"

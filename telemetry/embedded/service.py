@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from collector.auth import TokenAuth
 from collector.http.app import IngestLimits, create_app
-from processors.embedded.refresh import RefreshReport, refresh
+from processors.embedded.refresh import Refresher, RefreshReport
 from processors.export.run import ExportOptions, ExportReport, export_once
 from processors.store import open_store
 from schemas.errors import ConfigError, TelemetryError
@@ -134,11 +134,13 @@ async def run_embedded(
     on_event(f"control socket: {socket_path(settings.data_dir)}")
 
     export_dir = config.export_dir or settings.data_dir / "export"
+    # The buckets stay in memory between refreshes: this process is the store's only writer.
+    buckets = Refresher()
 
     async def refresher() -> None:
         while not stop.is_set():
             try:
-                report: RefreshReport = await store.run(refresh)
+                report: RefreshReport = await store.run(buckets.refresh)
                 health.refreshed()
                 if report.new_rows:
                     on_event(
@@ -188,4 +190,4 @@ async def run_embedded(
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(TelemetryError):
-            await store.run(refresh)
+            await store.run(buckets.refresh)
