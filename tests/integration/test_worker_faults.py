@@ -125,6 +125,11 @@ def _skip_ahead_committed(bootstrap: str, settings: Any, share: float) -> tuple[
     events, were skipped (a record carries a batch of events: its lines count).
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import (
+        IllegalGenerationError,
+        RebalanceInProgressError,
+        UnknownMemberIdError,
+    )
     from aiokafka.structs import OffsetAndMetadata
 
     from schemas.event_record import record_lines
@@ -151,7 +156,18 @@ def _skip_ahead_committed(bootstrap: str, settings: Any, share: float) -> tuple[
                         for m in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
                             if m.offset < target:
                                 events += len(record_lines(m.value, m.headers))
-            await consumer.commit(ahead)
+            # The broker takes a commit from outside the group only once the
+            # group is empty: a worker stopped by its deadline (no LeaveGroup)
+            # stays a member until its session times out.
+            deadline = asyncio.get_running_loop().time() + 120
+            while True:
+                try:
+                    await consumer.commit(ahead)
+                    break
+                except (UnknownMemberIdError, IllegalGenerationError, RebalanceInProgressError):
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise
+                    await asyncio.sleep(1.0)
             return records, events
         finally:
             await consumer.stop()
