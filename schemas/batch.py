@@ -34,7 +34,15 @@ from schemas.event import (
     RequestEvent,
 )
 
-__all__ = ["EventColumns", "ValidBatch", "round3", "validate_lines"]
+__all__ = [
+    "EncodedBatch",
+    "EventColumns",
+    "ValidBatch",
+    "encode_docs",
+    "round3",
+    "validate_docs",
+    "validate_lines",
+]
 
 _UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 #: The model's RFC 3339 expression, anchored (pydantic-core's regex searches).
@@ -274,9 +282,35 @@ def validate_lines(lines: Sequence[bytes], *, now: datetime | None = None) -> Va
     return _validate_docs(docs, where, rejects, now)
 
 
+def validate_docs(docs: Sequence[Any], *, now: datetime | None = None) -> ValidBatch:
+    """Validate decoded events (a JSON body's items, an emitter's dicts); valid ones as columns.
+
+    The same rules and reasons as ``validate_lines``, for values already in
+    memory. A value the fast path does not take as it is (a ``datetime`` or
+    ``UUID`` object, a NaN, anything but a ``dict``) goes to ``validate_event``,
+    so the model decides exactly as it would for that value alone.
+    """
+    return _validate_docs(list(docs), list(range(len(docs))), [], now or datetime.now(UTC))
+
+
 def _validate_docs(
     docs: list[Any], where: list[int], rejects: list[tuple[int, InvalidEvent]], now: datetime
 ) -> ValidBatch:
+    kept = _judge(docs, where, rejects, now)
+    return ValidBatch(
+        _columns([k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept]), rejects
+    )
+
+
+def _judge(
+    docs: list[Any], where: list[int], rejects: list[tuple[int, InvalidEvent]], now: datetime
+) -> list[tuple[int, Any, int]]:
+    """``(index, row, ts ms)`` of each valid doc, in input order; ``rejects`` completed.
+
+    A row is a dict of the contract's fields in the model's order, with the
+    durations rounded; ``event_id`` and ``ts`` are still the input's text
+    (or, for a doc the model judged, its 32 hex digits and its datetime).
+    """
     try:
         rows: list[Any] = _ROWS.validate_python(docs)
         bad: set[int] = set()
@@ -308,6 +342,76 @@ def _validate_docs(
     if any(kept[k][0] > kept[k + 1][0] for k in range(len(kept) - 1)):
         kept.sort(key=lambda item: item[0])
     rejects.sort(key=lambda r: r[0])
-    return ValidBatch(
-        _columns([k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept]), rejects
+    return kept
+
+
+@dataclass(slots=True)
+class EncodedBatch:
+    """Valid events as their wire bytes; ``index`` is each one's place in the input."""
+
+    index: list[int]
+    #: each valid event's compact JSON, byte for byte ``encode_event`` of the model's event
+    lines: list[bytes]
+    model: list[str]
+    #: (index in the input, the rule it broke), in input order
+    rejects: list[tuple[int, InvalidEvent]]
+
+
+def encode_docs(docs: Sequence[Any], *, now: datetime | None = None) -> EncodedBatch:
+    """Validate decoded events like ``validate_docs``, and encode the valid ones.
+
+    For the doors that only pass events on (the emitter, the HTTP door): the
+    rows pydantic-core built are encoded as they are, with ``event_id`` and
+    ``ts`` put in the model's canonical form, and no columns nor event
+    objects are built.
+    """
+    rejects: list[tuple[int, InvalidEvent]] = []
+    kept = _judge(list(docs), list(range(len(docs))), rejects, now or datetime.now(UTC))
+    rows = [k[1] for k in kept]
+    for row, ts in zip(rows, _ts_texts([k[2] for k in kept]), strict=True):
+        eid = row["event_id"]
+        row["event_id"] = eid.lower() if len(eid) == 36 else _uuid_text(eid)
+        row["ts"] = ts
+    return EncodedBatch(
+        [k[0] for k in kept], _encode_rows(rows), [r["model"] for r in rows], rejects
     )
+
+
+def _uuid_text(hex32: str) -> str:
+    """The 8-4-4-4-12 form of 32 lower-case hex digits (``str(UUID)``)."""
+    h = hex32
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _ts_texts(ts_ms: list[int]) -> list[str]:
+    """What orjson (``OPT_UTC_Z``) writes for each UTC datetime of these unix ms.
+
+    orjson writes six fraction digits when the microsecond is not zero and
+    none when it is; numpy formats the whole column in C.
+    """
+    texts: list[str] = np.datetime_as_string(
+        np.array(ts_ms, dtype="datetime64[ms]"), unit="us"
+    ).tolist()
+    return [t[:-7] + "Z" if t.endswith(".000000") else t + "Z" for t in texts]
+
+
+#: Between two objects of a compact JSON array of flat objects, and nowhere else
+#: unless a string value holds it.
+_BETWEEN = b"},{"
+
+
+def _encode_rows(rows: list[dict[str, Any]]) -> list[bytes]:
+    """Each row's compact JSON: one ``orjson.dumps`` of the whole list, cut between objects.
+
+    Each call of orjson costs far more than the bytes it writes for one
+    small event (it starts from a fresh 4 KiB buffer). The rows are flat (no
+    nested object or array), so each of the ``n - 1`` boundaries is one
+    ``},{``; a text value holding ``},{`` adds one more, and then the cut
+    would be wrong: each row is encoded on its own instead.
+    """
+    if not rows:
+        return []
+    parts = orjson.dumps(rows)[2:-2].split(_BETWEEN)
+    if len(parts) != len(rows):
+        return [orjson.dumps(r) for r in rows]
+    return [b"{" + p + b"}" for p in parts]
