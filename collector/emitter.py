@@ -34,13 +34,14 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from collector.buffer import EventBuffer
-from collector.encoding import Record, dead_letter_value, encode_record, raw_bytes
+from collector.encoding import Record, encode_record, raw_bytes
 from collector.exceptions import BacklogFull, SpoolUnavailable
 from collector.metrics import EmitterMetrics
 from collector.sender import KafkaSender
 from collector.spool import DEFAULT_FSYNC_INTERVAL_S, DEFAULT_MAX_BYTES, Spool
 from schemas.batch import encode_docs
 from schemas.codec import validate_event
+from schemas.dead_letter import encode_dead_letter
 from schemas.errors import InvalidEvent
 from schemas.event import RequestEvent
 from schemas.settings import DEFAULT_TOPIC, DLQ_TOPIC
@@ -445,9 +446,9 @@ class TelemetryEmitter:
 
     def _reject(self, item: Any, field: str, rule: str) -> Record:
         self._log_invalid.warning("invalid event not sent (the gateway's bug): %s: %s", field, rule)
-        value = dead_letter_value(
+        value = encode_dead_letter(
             source=f"emitter:{self.client_id}",
-            index=-1,
+            location="emit()",
             field=field,
             reason=f"{field}: {rule}",
             raw=raw_bytes(item),
