@@ -384,6 +384,10 @@ class TelemetryEmitter:
         is judged by the model one item at a time.
         """
         topic = self.topic
+        if all(type(item) is RequestEvent for item in items):
+            records = [encode_record(item, topic) for item in items]
+            self.metrics.emitted.inc(len(records))
+            return records
         if all(type(item) is dict for item in items):  # the usual batch: no merging
             docs: list[Any] = items if isinstance(items, list) else list(items)
             out: list[Any] = []
@@ -397,11 +401,11 @@ class TelemetryEmitter:
             out = [None] * len(items)
             docs, at, odd = [], [], []
             for i, item in enumerate(items):
-                if type(item) is dict:
+                if type(item) is RequestEvent:
+                    out[i] = encode_record(item, topic)
+                elif type(item) is dict:
                     docs.append(item)
                     at.append(i)
-                elif type(item) is RequestEvent:
-                    out[i] = encode_record(item, topic)
                 else:  # not a plain dict (a Mapping, a subclass, garbage): the model judges it
                     odd.append(i)
             invalid = self._encode_one_by_one([items[i] for i in odd], odd, out) if odd else 0
