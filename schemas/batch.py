@@ -318,6 +318,7 @@ def _judge(
         bad = {int(e["loc"][0]) for e in exc.errors(include_url=False) if e["loc"]}
         rows = [None if j in bad else _ONE.validate_python(d) for j, d in enumerate(docs)]
     kept: list[tuple[int, Any, int]] = []
+    judged_by_model = False
     now_us = _us(now)
     _round_durations([r for r in rows if r is not None])
     stamps = _ts_column([r["ts"] if r is not None else _NO_TS for r in rows], now_us)
@@ -333,13 +334,14 @@ def _judge(
             ):
                 kept.append((where[j], row, ts_ms))
                 continue
+        judged_by_model = True
         try:
             ev = validate_event(doc, now=now)
         except InvalidEvent as exc:
             rejects.append((where[j], exc))
             continue
         kept.append((where[j], *_event_row(ev)))  # the model is the definition
-    if any(kept[k][0] > kept[k + 1][0] for k in range(len(kept) - 1)):
+    if judged_by_model and any(kept[k][0] > kept[k + 1][0] for k in range(len(kept) - 1)):
         kept.sort(key=lambda item: item[0])
     rejects.sort(key=lambda r: r[0])
     return kept

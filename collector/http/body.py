@@ -371,8 +371,16 @@ def parse_events(
             batch.add(index, None, None, item)
     else:
         _check_line_count(body, max_items)
+        add, loads, limit = batch.add, orjson.loads, MAX_EVENT_BYTES
         for index, (lineno, line) in enumerate(_ndjson_lines(body)):
-            batch.add(index, lineno, line, _decode_line(line, parsed.full))
+            if len(line) <= limit and not parsed.full:
+                try:
+                    item = loads(line)  # the usual line: no more work than this
+                except orjson.JSONDecodeError:
+                    item = _decode_line(line, False)  # the reason, in the usual words
+            else:
+                item = _decode_line(line, parsed.full)
+            add(index, lineno, line, item)
     batch.flush()
     return parsed
 
