@@ -39,7 +39,7 @@ from collector.exceptions import BacklogFull, SpoolUnavailable
 from collector.metrics import EmitterMetrics
 from collector.sender import KafkaSender
 from collector.spool import DEFAULT_FSYNC_INTERVAL_S, DEFAULT_MAX_BYTES, Spool
-from schemas.batch import encode_docs
+from schemas.batch_docs import encode_docs
 from schemas.codec import validate_event
 from schemas.dead_letter import encode_dead_letter
 from schemas.errors import InvalidEvent
@@ -378,7 +378,7 @@ class TelemetryEmitter:
         """Validate and encode what ``emit()`` took, in order, as records.
 
         A ``RequestEvent`` is valid by construction and only encoded. A plain
-        dict is validated and encoded in one batch (``schemas.batch.encode_docs``:
+        dict is validated and encoded in one batch (``schemas.batch_docs.encode_docs``:
         one pydantic-core call, the same rules and reasons as the model, the bytes
         of ``encode_event``); anything else, and a batch the validators choke on,
         is judged by the model one item at a time.

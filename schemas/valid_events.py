@@ -1,6 +1,6 @@
 """Valid events as their wire bytes, and as ``RequestEvent`` objects only on demand.
 
-``schemas.batch.encode_docs`` validates a batch and encodes the valid events
+``schemas.batch_docs.encode_docs`` validates a batch and encodes the valid events
 (exactly ``encode_event`` of the model's event) without building an event
 object per event. The HTTP door hands those bytes on; ``ValidEvents`` keeps
 them, and stays a ``Sequence[RequestEvent]`` for code that wants objects (a
@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import overload
 
-from schemas.batch import EncodedBatch
+from schemas.batch_docs import EncodedBatch
 from schemas.event import RequestEvent
 
 __all__ = ["ValidEvents"]

@@ -17,7 +17,7 @@ import zstandard
 
 from collector.encoding import raw_bytes
 from collector.handoff import Rejected
-from schemas.batch import encode_docs
+from schemas.batch_docs import encode_docs
 from schemas.codec import MAX_EVENT_BYTES
 from schemas.errors import InvalidEvent
 from schemas.valid_events import ValidEvents
@@ -285,7 +285,7 @@ class EventBatch:
     Shared by both doors (``/v1/events`` and ``/v1/traces``): whatever the body's
     format, an event is judged by the same rules, with the same ``now``.
 
-    Each chunk is one call of the batch validator (``schemas.batch.encode_docs``:
+    Each chunk is one call of the batch validator (``schemas.batch_docs.encode_docs``:
     pydantic-core over the whole chunk, the model's own reasons for what it
     rejects) that also encodes the valid events: they travel to the handoff as
     their wire bytes (``ValidEvents``), without an event object per event.

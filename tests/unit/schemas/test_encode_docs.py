@@ -17,7 +17,7 @@ from uuid import UUID
 
 import pytest
 
-from schemas.batch import encode_docs
+from schemas.batch_docs import encode_docs
 from schemas.codec import encode_event, validate_event
 from schemas.errors import InvalidEvent
 from schemas.valid_events import ValidEvents
