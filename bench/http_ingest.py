@@ -29,6 +29,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -103,6 +104,12 @@ def trace_exports(events: list[dict[str, Any]]) -> list[bytes]:
         ss.spans.extend(as_span(e, start + j) for j, e in enumerate(events[start : start + BATCH]))
         out.append(request.SerializeToString())
     return out
+
+
+def _cpu(process: psutil.Process) -> float:
+    """User + system CPU seconds of a process so far, all threads."""
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 def _check_events(status: int, body: bytes) -> None:
@@ -183,11 +190,15 @@ async def main() -> None:
             if not line.startswith("LISTENING "):
                 sys.exit(f"service did not start: {line!r}")
             url = line.split()[1]
+            service = psutil.Process(proc.pid)
             await post_batches(
                 url, ndjson[:20], "application/x-ndjson", args.concurrency
             )  # warm-up
+            cpu0 = _cpu(service)
             t_nd = await post_batches(url, ndjson, "application/x-ndjson", args.concurrency)
+            cpu1 = _cpu(service)
             t_js = await post_batches(url, arrays, "application/json", args.concurrency)
+            cpu2 = _cpu(service)
             t_otlp = 0.0
             if exports:
                 proto = "application/x-protobuf"
@@ -201,6 +212,13 @@ async def main() -> None:
     print(f"\n{args.batches} batches of {BATCH} events, {args.concurrency} connections")
     print(f"NDJSON body:      {n / t_nd:10,.0f} events/s  ({args.batches / t_nd:6.1f} requests/s)")
     print(f"JSON array body:  {n / t_js:10,.0f} events/s  ({args.batches / t_js:6.1f} requests/s)")
+    # The service's own CPU time (all its threads): what a request costs it, whatever
+    # else the machine runs; events per CPU-second is the rate one free core would allow.
+    for label, cpu in (("NDJSON", cpu1 - cpu0), ("JSON array", cpu2 - cpu1)):
+        print(
+            f"service CPU, {label + ':':11s} {cpu / n * 1e6:6.2f} us/event "
+            f"({n / cpu:10,.0f} events per CPU-second)"
+        )
     best = max(n / t_nd, n / t_js)
     if t_otlp:
         otlp_rate = n / t_otlp

@@ -34,15 +34,18 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from collector.buffer import EventBuffer
-from collector.encoding import Record, dead_letter_value, encode_record, raw_bytes
+from collector.encoding import Record, encode_record, raw_bytes
 from collector.exceptions import BacklogFull, SpoolUnavailable
 from collector.metrics import EmitterMetrics
 from collector.sender import KafkaSender
 from collector.spool import DEFAULT_FSYNC_INTERVAL_S, DEFAULT_MAX_BYTES, Spool
+from schemas.batch_docs import encode_docs
 from schemas.codec import validate_event
+from schemas.dead_letter import encode_dead_letter
 from schemas.errors import InvalidEvent
 from schemas.event import RequestEvent
 from schemas.settings import DEFAULT_TOPIC, DLQ_TOPIC
+from schemas.valid_events import ValidEvents
 
 __all__ = ["DEFAULT_BUFFER_SIZE", "TelemetryEmitter"]
 
@@ -52,6 +55,10 @@ DEFAULT_BUFFER_SIZE = 100_000
 DEFAULT_DRAIN = 50_000
 DEFAULT_CLOSE_TIMEOUT_S = 10.0
 _REPLAY_CHUNK = 5_000
+#: Dicts per call of the batch validator: large enough that its fixed costs vanish,
+#: small enough that its working set stays in cache (measured: 1,000-2,000 per call
+#: cost less CPU per event than 50,000).
+_VALIDATE_CHUNK = 2_000
 _TICK_S = 0.1
 
 
@@ -143,6 +150,8 @@ class TelemetryEmitter:
             broker_up=lambda: 1.0 if self._sender.healthy else 0.0,
         )
         self._log_invalid = _Throttled()
+        #: model -> its UTF-8 bytes, the records' key (a few hundred models at most)
+        self._model_keys: dict[str, bytes] = {}
         self._started = False
         self._closed = False
         self._closing = False
@@ -281,9 +290,23 @@ class TelemetryEmitter:
     # ------------------------------------------------------------------ awaited hand-over
 
     async def deliver(self, events: Sequence[RequestEvent]) -> None:
-        """Send validated events; return once each is acknowledged by Kafka or in the spool."""
+        """Send validated events; return once each is acknowledged by Kafka or in the spool.
+
+        ``ValidEvents`` (the HTTP door's) are sent as their encoded lines, with no
+        event object built.
+        """
         topic = self.topic
-        records = [encode_record(e, topic) for e in events]
+        if isinstance(events, ValidEvents):
+            keys = self._model_keys
+            records: list[Record] = []
+            append = records.append
+            for model, line in zip(events.models, events.lines, strict=True):
+                key = keys.get(model)
+                if key is None:
+                    key = keys[model] = model.encode()
+                append((topic, key, line))
+        else:
+            records = [encode_record(e, topic) for e in events]
         self.metrics.emitted.inc(len(records))
         await self.hand_over_records(records)
 
@@ -352,36 +375,84 @@ class TelemetryEmitter:
     # ------------------------------------------------------------------ background
 
     def _encode(self, items: Sequence[Any]) -> list[Record]:
+        """Validate and encode what ``emit()`` took, in order, as records.
+
+        A ``RequestEvent`` is valid by construction and only encoded. A plain
+        dict is validated and encoded in one batch (``schemas.batch_docs.encode_docs``:
+        one pydantic-core call, the same rules and reasons as the model, the bytes
+        of ``encode_event``); anything else, and a batch the validators choke on,
+        is judged by the model one item at a time.
+        """
         topic = self.topic
-        out: list[Record] = []
-        append = out.append
-        invalid = 0
-        for item in items:
-            if type(item) is RequestEvent:
-                append(encode_record(item, topic))
-                continue
-            try:
-                event = validate_event(item)
-            except InvalidEvent as exc:
-                invalid += 1
-                append(self._reject(item, exc.field, exc.rule))
-                continue
-            except Exception as exc:
-                invalid += 1
-                append(self._reject(item, "$", f"cannot be validated: {exc!r}"))
-                continue
-            append(encode_record(event, topic))
-        n = len(items)
-        self.metrics.emitted.inc(n - invalid)
+        if all(type(item) is RequestEvent for item in items):
+            records = [encode_record(item, topic) for item in items]
+            self.metrics.emitted.inc(len(records))
+            return records
+        if all(type(item) is dict for item in items):  # the usual batch: no merging
+            docs: list[Any] = items if isinstance(items, list) else list(items)
+            out: list[Any] = []
+            invalid = 0
+            for start in range(0, len(docs), _VALIDATE_CHUNK):
+                part = docs[start : start + _VALIDATE_CHUNK]
+                chunk: list[Any] = [None] * len(part)
+                invalid += self._encode_dicts(part, range(len(part)), chunk)
+                out.extend(chunk)
+        else:
+            out = [None] * len(items)
+            docs, at, odd = [], [], []
+            for i, item in enumerate(items):
+                if type(item) is RequestEvent:
+                    out[i] = encode_record(item, topic)
+                elif type(item) is dict:
+                    docs.append(item)
+                    at.append(i)
+                else:  # not a plain dict (a Mapping, a subclass, garbage): the model judges it
+                    odd.append(i)
+            invalid = self._encode_one_by_one([items[i] for i in odd], odd, out) if odd else 0
+            for start in range(0, len(docs), _VALIDATE_CHUNK):
+                end = start + _VALIDATE_CHUNK
+                invalid += self._encode_dicts(docs[start:end], at[start:end], out)
+        self.metrics.emitted.inc(len(items) - invalid)
         if invalid:
             self.metrics.invalid.inc(invalid)
         return out
 
+    def _encode_dicts(self, docs: list[Any], at: Sequence[int], out: list[Any]) -> int:
+        """Dicts validated and encoded in one batch into ``out[at[k]]``; returns the invalid."""
+        topic = self.topic
+        try:
+            batch = encode_docs(docs)
+        except Exception:  # a value the validators choke on: judge each on its own
+            return self._encode_one_by_one(docs, at, out)
+        keys = self._model_keys
+        for model in set(batch.model).difference(keys):
+            keys[model] = model.encode()
+        for k, model, line in zip(batch.index, batch.model, batch.lines, strict=True):
+            out[at[k]] = (topic, keys[model], line)
+        for k, exc in batch.rejects:
+            out[at[k]] = self._reject(docs[k], exc.field, exc.rule)
+        return len(batch.rejects)
+
+    def _encode_one_by_one(self, docs: list[Any], at: Sequence[int], out: list[Any]) -> int:
+        """The model on each item; an item it cannot even judge is rejected as such."""
+        invalid = 0
+        for k, item in enumerate(docs):
+            try:
+                out[at[k]] = encode_record(validate_event(item), self.topic)
+                continue
+            except InvalidEvent as exc:
+                field, rule = exc.field, exc.rule
+            except Exception as exc:
+                field, rule = "$", f"cannot be validated: {exc!r}"
+            invalid += 1
+            out[at[k]] = self._reject(item, field, rule)
+        return invalid
+
     def _reject(self, item: Any, field: str, rule: str) -> Record:
         self._log_invalid.warning("invalid event not sent (the gateway's bug): %s: %s", field, rule)
-        value = dead_letter_value(
+        value = encode_dead_letter(
             source=f"emitter:{self.client_id}",
-            index=-1,
+            location="emit()",
             field=field,
             reason=f"{field}: {rule}",
             raw=raw_bytes(item),

@@ -1,5 +1,8 @@
 """What travels: a ``Record`` is (topic, key, value) bytes, ready for Kafka or the spool.
 
+Dead letters are ``schemas.dead_letter`` documents; ``dead_letter_value`` is the
+collector's way of writing one for an item of a request.
+
 ``encode_record`` is the hot path's encoder. It produces exactly the bytes of
 ``schemas.codec.encode_event`` (a unit test holds them equal) without the
 ``model_dump`` detour: a frozen ``RequestEvent`` keeps exactly its contract
@@ -8,13 +11,13 @@ fields in ``__dict__``, all of which orjson serialises natively.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 
+from schemas.dead_letter import RAW_LIMIT, encode_dead_letter
 from schemas.event import RequestEvent
-from schemas.redact import redact_rejected
 
 __all__ = ["DLQ_RAW_LIMIT", "Record", "dead_letter_value", "encode_record", "raw_bytes"]
 
@@ -22,7 +25,7 @@ __all__ = ["DLQ_RAW_LIMIT", "Record", "dead_letter_value", "encode_record", "raw
 Record = tuple[str, bytes, bytes]
 
 #: The DLQ keeps at most this many bytes of the rejected input's redacted form.
-DLQ_RAW_LIMIT = 8 * 1024
+DLQ_RAW_LIMIT = RAW_LIMIT
 
 _OPTS = orjson.OPT_UTC_Z
 
@@ -56,20 +59,18 @@ def dead_letter_value(
     raw: bytes,
     received_at: datetime | None = None,
 ) -> bytes:
-    """The JSON document written to the dead-letter topic for one rejected input.
+    """The dead-letter document for one rejected item of a request or batch (``index``).
 
-    ``raw`` is kept only in its redacted form (``schemas.redact``): a rejected
-    line may carry prompt text, and the topic outlives the request.
-    ``raw_truncated`` says the kept form is not the input byte for byte.
+    The format and its codec are ``schemas.dead_letter`` (one for every
+    producer); ``raw`` is kept only in its redacted form there. A negative
+    ``index`` means the item had no position (an ``emit()`` call).
     """
-    kept = redact_rejected(raw)
-    doc = {
-        "received_at": received_at or datetime.now(UTC),
-        "source": source,
-        "index": index,
-        "field": field,
-        "reason": reason,
-        "raw": kept[:DLQ_RAW_LIMIT].decode("utf-8", "replace"),
-        "raw_truncated": kept[:DLQ_RAW_LIMIT] != raw,
-    }
-    return orjson.dumps(doc, option=_OPTS)
+    return encode_dead_letter(
+        source=source,
+        location=f"index {index}" if index >= 0 else "emit()",
+        index=index if index >= 0 else None,
+        field=field,
+        reason=reason,
+        raw=raw,
+        received_at=received_at,
+    )

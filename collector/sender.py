@@ -54,7 +54,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from collector.encoding import Record
 from collector.metrics import EmitterMetrics
-from schemas.event_record import RECORD_HEADERS, pack_lines, partition_for
+from schemas.event_record import MAX_RECORD_BYTES, RECORD_HEADERS, pack_lines, partition_for
 
 __all__ = ["DEFAULT_PRODUCER_OPTIONS", "KafkaSender", "default_compression"]
 
@@ -339,6 +339,12 @@ class KafkaSender:
         carry, so their fate is reported per input record.
         """
         lines = [rec[2] for rec in recs]
+        if sum(map(len, lines)) + len(lines) - 1 <= MAX_RECORD_BYTES:
+            # The usual case (one request, one linger's worth): a single Kafka record.
+            batch = producer.create_batch()
+            batch.append(key=None, value=b"\n".join(lines), timestamp=None, headers=RECORD_HEADERS)
+            futures.append(await self._ship(producer, topic, part, batch, recs))
+            return
         batch = producer.create_batch()
         carried: list[Record] = []
         start = 0

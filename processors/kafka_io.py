@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from itertools import islice
-
-import orjson
 
 from collector.topics import ensure_topics, unreachable
 from schemas.codec import encode_event
+from schemas.dead_letter import encode_dead_letter
 from schemas.event import RequestEvent
 from schemas.event_record import RECORD_HEADERS, pack_lines, partition_for
-from schemas.redact import redact_rejected
 
 __all__ = ["EventProducer", "dlq_record", "ensure_topics", "produce_events", "unreachable"]
 
@@ -29,21 +26,12 @@ _ROUND = 50_000
 
 
 def dlq_record(*, source: str, location: str, field: str, reason: str, raw: bytes) -> bytes:
-    """The dead-letter message: the rejected input with where it came from and why.
+    """The dead-letter message for a rejected line: ``schemas.dead_letter``'s one format.
 
-    Only the redacted form of ``raw`` is sent (``schemas.redact``): a rejected
-    line may carry prompt text, which must not outlive the request.
+    Only the redacted form of ``raw`` is sent: a rejected line may carry
+    prompt text, which must not outlive the request.
     """
-    return orjson.dumps(
-        {
-            "received_at": datetime.now(UTC).isoformat(),
-            "source": source,
-            "location": location,
-            "field": field,
-            "reason": reason,
-            "raw": redact_rejected(raw)[: 16 * 1024].decode("utf-8", "replace"),
-        }
-    )
+    return encode_dead_letter(source=source, location=location, field=field, reason=reason, raw=raw)
 
 
 class EventProducer:

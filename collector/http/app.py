@@ -95,7 +95,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 def _decode(
     read: Callable[..., Parsed], body: bytes, encoding: str, kind: str, *, limit: int, source: str
 ) -> Parsed:
-    """Decompress, decode and validate: CPU work, run off the event loop."""
+    """Decompress, decode, validate and encode: CPU work, run off the event loop."""
     return read(decompress(body, encoding, limit), kind, source=source)
 
 

@@ -19,13 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from processors.clickhouse import ClickHouse
 from processors.kafka_io import unreachable
 from processors.sinks.rejected import Rejected, write_rejected
 from processors.sinks.requests import write_events
 from schemas.codec import decode_event
+from schemas.dead_letter import UnreadableDeadLetter, decode_dead_letter
 from schemas.errors import InvalidEvent, OperationalError
 from schemas.event import RequestEvent
 from schemas.event_record import UnreadableRecord, record_lines
@@ -52,19 +51,19 @@ class SinkCounters:
 
 
 def _from_dlq(value: bytes, source: str) -> Rejected:
-    """A dead-letter record (from `telemetry ingest` or the HTTP collector) as a row."""
+    """A dead-letter record as a row of ``telemetry.rejected`` (``schemas.dead_letter``).
+
+    The codec reads the one format and the two older ones by their keys; a
+    record it cannot read is kept whole (redacted, like any rejected input)
+    with the reason.
+    """
     try:
-        doc = orjson.loads(value)
-        location = doc.get("location") or f"index {doc.get('index', '?')}"
-        return Rejected(
-            str(doc.get("source") or source),
-            str(location),
-            str(doc.get("field", "$")),
-            str(doc.get("reason", "")),
-            str(doc.get("raw", "")).encode(),
-        )
-    except (orjson.JSONDecodeError, AttributeError):
-        return Rejected(source, "dead-letter", "$", "unreadable dead-letter record", value)
+        letter = decode_dead_letter(value)
+    except UnreadableDeadLetter as exc:
+        return Rejected(source, "dead-letter", "$", f"unreadable dead-letter record: {exc}", value)
+    return Rejected(
+        letter.source or source, letter.location, letter.field, letter.reason, letter.raw
+    )
 
 
 def _decode_record(tp: Any, m: Any, events: list[RequestEvent], rejects: list[Rejected]) -> None:

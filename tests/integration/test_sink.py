@@ -151,3 +151,60 @@ async def test_batch_records_are_read_line_by_line(
     rows = clickhouse.query("SELECT location, field FROM telemetry.rejected ORDER BY location")
     where = f"partition 3 offset {meta.offset}"
     assert rows == [(f"{where} line 3", "event_id"), (f"{where} line 5", "$")]
+
+
+async def test_dead_letters_of_every_form_land_in_rejected(
+    kafka_bootstrap: str, clickhouse: Any, topic_prefix: str
+) -> None:
+    """The one dead-letter format (schemas/dead_letter.py) from each producer, the two older
+    forms still on a topic, and a record of an unknown format: each becomes one row of
+    telemetry.rejected, read without guessing; the unknown one is kept whole, redacted."""
+    from aiokafka import AIOKafkaProducer
+
+    from collector.encoding import dead_letter_value
+    from processors.kafka_io import dlq_record
+
+    settings = settings_for(topic_prefix)
+    await ensure_topics(kafka_bootstrap, [settings.dlq_topic], partitions=1)
+    values = [
+        dead_letter_value(source="http:t@h", index=3, field="ts", reason="ts: r1", raw=b"{}"),
+        dlq_record(source="ingest:f", location="line 9", field="$", reason="$: r2", raw=b"x"),
+        orjson.dumps({"source": "http:old", "index": 5, "field": "ts", "reason": "ts: r3"}),
+        orjson.dumps({"source": "ingest:old", "location": "line 2", "field": "$", "reason": "r4"}),
+        orjson.dumps({"format": "someone-else.v3", "prompt": "secret words"}),
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        for value in values:
+            await (await producer.send(settings.dlq_topic, value))
+    finally:
+        await producer.stop()
+    stop = asyncio.Event()
+    counters = SinkCounters()
+    task = asyncio.create_task(
+        run_sink(
+            settings,
+            clickhouse,
+            bootstrap=kafka_bootstrap,
+            group_id=f"{topic_prefix}-sink",
+            stop=stop,
+            counters=counters,
+        )
+    )
+    await _until(lambda: counters.rejected >= len(values), 120, "every dead letter")
+    stop.set()
+    await asyncio.wait_for(task, 60)
+    rows = clickhouse.query(
+        "SELECT source, location, field, reason, raw FROM telemetry.rejected ORDER BY reason"
+    )
+    assert [r[:4] for r in rows[:4]] == [
+        ("ingest:f", "line 9", "$", "$: r2"),
+        ("ingest:old", "line 2", "$", "r4"),
+        ("http:t@h", "index 3", "ts", "ts: r1"),
+        ("http:old", "index 5", "ts", "ts: r3"),
+    ]
+    unknown = rows[4]
+    assert unknown[1:3] == ("dead-letter", "$")
+    assert unknown[3].startswith("unreadable dead-letter record: format 'someone-else.v3'")
+    assert "secret words" not in unknown[4]

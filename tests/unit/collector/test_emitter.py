@@ -6,15 +6,21 @@ import asyncio
 import gc
 import threading
 import warnings
+from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
+from uuid import uuid4
 
 import orjson
 import pytest
 
+import collector.emitter as emitter_module
 from collector import TelemetryEmitter
 from collector.spool import Spool
 from schemas.codec import encode_event, validate_event
+from schemas.dead_letter import decode_dead_letter
+from schemas.errors import InvalidEvent
 
 NOWHERE = "127.0.0.1:1"  # nothing listens there: connection refused at once
 
@@ -151,3 +157,38 @@ async def test_deliver_returns_once_spooled(tmp_path: Path, event_factory: Any) 
     await emitter.deliver(events)
     assert emitter.spool.pending_records == 10  # durable before deliver() returned
     await emitter.close()
+
+
+# The pump validates dicts in batches (schemas.batch.encode_docs): invalid dicts at the
+# chunk boundaries, Python objects the model accepts (datetime, UUID), a Mapping that
+# is not a dict and RequestEvents in one drain; every item keeps the fate it has alone.
+async def test_each_emitted_item_has_the_fate_it_has_alone(
+    tmp_path: Path, event_factory: Any
+) -> None:
+    chunk = emitter_module._VALIDATE_CHUNK
+    items: list[Any] = [event_factory() for _ in range(2 * chunk + 20)]
+    for at in (0, chunk - 1, chunk, 2 * chunk - 1, 2 * chunk):
+        items[at] = event_factory(ttft_ms=9e9)
+    items[5] = event_factory(event_id=uuid4(), ts=datetime.now(UTC))  # objects: valid
+    items[6] = event_factory(ts=datetime.now(UTC).replace(tzinfo=None))  # naive: invalid
+    items[7] = event_factory(latency_ms=float("nan"))
+    items[8] = MappingProxyType(event_factory())  # not a dict: the model says so
+    items[9] = validate_event(event_factory())
+    items[10] = "text"
+    async with make(tmp_path, topic="ev", dlq_topic="dlq") as emitter:
+        for item in items:
+            emitter.emit(item)
+    want_lines: list[bytes] = []
+    want_bad: list[tuple[str, str]] = []
+    for item in items:
+        try:
+            want_lines.append(encode_event(validate_event(item)))
+        except InvalidEvent as exc:
+            want_bad.append((exc.field, exc.reason))
+    records = spooled(tmp_path)
+    assert [r[2] for r in records if r[0] == "ev"] == want_lines
+    letters = [decode_dead_letter(r[2]) for r in records if r[0] == "dlq"]
+    assert [(d.field, d.reason) for d in letters] == want_bad
+    assert {(d.location, d.source) for d in letters} == {("emit()", "emitter:telemetry-emitter")}
+    assert emitter.counter("events_invalid") == len(want_bad) == 9
+    assert emitter.counter("events_emitted") == len(want_lines)
