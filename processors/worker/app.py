@@ -39,6 +39,7 @@ from processors.aggregate import BucketKey, HourBucket
 from processors.worker.fence import find_holes, split_by_fence
 from processors.worker.fold import DEDUP_WINDOW_S, Record, fold_records
 from processors.worker.gap_reader import GapReader
+from processors.worker.metrics import WorkerMetrics
 from processors.worker.pending_writes import PendingWrites
 from processors.worker.records import (
     NEXT_OFFSET_KEY,
@@ -97,6 +98,7 @@ def create_app(
     bootstrap: str,
     app_id: str | None = None,
     data_dir: Path | None = None,
+    metrics: WorkerMetrics | None = None,
 ) -> faust.App:
     app_id = app_id or settings.worker_id
     datadir = (data_dir or (settings.data_dir / "worker" / app_id)).resolve()
@@ -128,6 +130,8 @@ def create_app(
         agent_supervisor="mode.CrashingSupervisor",
     )
     counters = WorkerCounters()
+    health = metrics or WorkerMetrics.for_settings(settings)
+    health.attach(app, settings.topic, counters)  # Prometheus, stuck partitions
 
     events = app.topic(
         settings.topic,
@@ -186,6 +190,7 @@ def create_app(
     async def fold(stream: Any) -> Any:
         try:
             async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+                health.on_batch(len(batch))
                 try:
                     await fold_batch(batch)
                 except BaseException:
@@ -370,6 +375,7 @@ def create_app(
         counters.replayed += result.replayed
         counters.outside_window += result.outside_window
         counters.invalid += len(result.invalid)
+        health.on_fold(partition, result)
         for offset, line, why in result.invalid[:INVALID_LOGGED]:
             log.warning(
                 "skipping invalid event at %s/%s line %d: %s", partition, offset, line + 1, why
@@ -452,6 +458,7 @@ def create_app(
         if not app.rebalancing:
             expired.clear()
         counters.published_rows += len(pub.stats)
+        health.on_publish(len(pub.stats), len(pub.hourly))
         log.info(
             "published %d stats rows, %d hourly rows; counted=%d duplicates=%d replayed=%d "
             "outside_window=%d invalid=%d fenced=%d reread=%d",
