@@ -235,9 +235,11 @@ def held_offsets(app: Any, topic: str) -> dict[int, tuple[int | None, int | None
     Both from the consumer's memory, no request to the broker: the end offset
     is the high watermark of the last fetch response, the committed offset
     what the group committed (read at assignment, then each of this worker's
-    commits). Faust keeps the latter in ``Consumer._committed_offset``, a
-    private name of the pinned faust-streaming version (its ``Monitor`` only
-    sees this worker's own commits, not the offset a partition came with).
+    commits). An empty partition never committed counts as at 0; any other
+    partition never committed, as unknown. Faust keeps the committed offsets
+    in ``Consumer._committed_offset``, a private name of the pinned
+    faust-streaming version (its ``Monitor`` only sees this worker's own
+    commits, not the offset a partition came with).
     """
     consumer = app.consumer
     committed = getattr(consumer, "_committed_offset", {})
@@ -250,6 +252,8 @@ def held_offsets(app: Any, topic: str) -> dict[int, tuple[int | None, int | None
         except Exception:  # not assigned any more (a rebalance began meanwhile)
             end = None
         position = committed.get(tp)
+        if position is None and end == 0:
+            position = 0  # an empty log, never committed: nothing to fold
         out[tp.partition] = (
             int(end) if end is not None else None,
             int(position) if position is not None else None,
