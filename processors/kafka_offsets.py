@@ -59,15 +59,14 @@ async def read_offsets(
         try:
             await consumer.start()
             await admin.start()
-            existing = await consumer.topics()
+            existing = set(await admin.list_topics())
+            # Only topics that exist: a metadata request for a missing one may create it.
+            wanted = [t for t in topics if t in existing]
+            described = await admin.describe_topics(wanted) if wanted else []
         except (KafkaConnectionError, KafkaError, OSError) as exc:
             raise unreachable(bootstrap, exc) from None
-        tps = [
-            TopicPartition(topic, p)
-            for topic in topics
-            if topic in existing
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
+        parts = {d["topic"]: sorted(p["partition"] for p in d["partitions"]) for d in described}
+        tps = [TopicPartition(topic, p) for topic in wanted for p in parts.get(topic, ())]
         if not tps:
             return []
         try:

@@ -56,6 +56,9 @@ class Health:
     stats_as_of: str | None = None
     stats_age_s: float | None = None
     stats_interval_s: float = 0.0
+    #: "ok" (at most 3 intervals old), "quiet" (older, but nothing is waiting to be
+    #: folded or stored: no new events, so nothing new to publish) or "stale".
+    stats_state: str | None = None
     stats_stale: bool | None = None
     store_error: str | None = None
     dead_letters: int | None = None
@@ -82,7 +85,26 @@ def gather(settings: Settings, spool_dir: Path) -> Health:
     else:
         health.dead_letters_source = "telemetry.rejected"
     _store(settings, health)
+    if health.stats_age_s is not None:
+        health.stats_state = stats_state(
+            health.stats_age_s, settings.stats_interval_s, [r.lag for r in health.lag]
+        )
+        health.stats_stale = health.stats_state == "stale"
     return health
+
+
+def stats_state(age_s: float, interval_s: float, lags: list[int]) -> str:
+    """How to read the newest stats' age.
+
+    Workers publish a model's row when its figures change (and every row at
+    each hour), so a quiet pipeline's newest stats age without anything being
+    wrong. Past 3 intervals they are ``stale`` only while work is waiting (a
+    lag above 0: events not yet folded, or rows not yet stored); with
+    nothing waiting they are ``quiet``.
+    """
+    if age_s <= STALE_INTERVALS * interval_s:
+        return "ok"
+    return "stale" if any(lag > 0 for lag in lags) else "quiet"
 
 
 def _kafka(settings: Settings, bootstrap: str, health: Health) -> None:
@@ -111,7 +133,6 @@ def _store(settings: Settings, health: Health) -> None:
             as_of = _utc(rows[0][1])
             health.stats_as_of = as_of.isoformat()
             health.stats_age_s = max(0.0, (datetime.now(UTC) - as_of).total_seconds())
-            health.stats_stale = health.stats_age_s > STALE_INTERVALS * settings.stats_interval_s
         if settings.embedded:
             health.lag.append(LagRow("refresh", "telemetry.requests", None, unfolded_rows(ch)))
             rejected = ch.query("SELECT count() FROM telemetry.rejected")
@@ -164,7 +185,11 @@ def render(health: Health, where: str) -> Table:
             "newest stats",
             f"as of {datetime.fromisoformat(health.stats_as_of or ''):%Y-%m-%d %H:%M:%S} UTC",
             f"{_age(health.stats_age_s)} old",
-            f"stale (over {_age(limit)})" if health.stats_stale else f"ok (under {_age(limit)})",
+            {
+                "ok": f"ok (under {_age(limit)})",
+                "quiet": "quiet: no events since",
+                "stale": f"stale (over {_age(limit)}, events waiting)",
+            }.get(health.stats_state or "", "?"),
         )
     dead = "?" if health.dead_letters is None else f"{health.dead_letters:,}"
     table.add_row("dead letters", safe_text(health.dead_letters_source), dead, "")
