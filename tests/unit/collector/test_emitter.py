@@ -151,3 +151,10 @@ async def test_deliver_returns_once_spooled(tmp_path: Path, event_factory: Any) 
     await emitter.deliver(events)
     assert emitter.spool.pending_records == 10  # durable before deliver() returned
     await emitter.close()
+
+
+def test_the_spool_bound_is_exported(tmp_path: Path) -> None:
+    em = TelemetryEmitter(
+        bootstrap_servers=NOWHERE, spool_dir=tmp_path / "spool", spool_max_bytes=1 << 20
+    )
+    assert em.metrics.registry.get_sample_value("telemetry_emitter_spool_max_bytes") == 1 << 20
