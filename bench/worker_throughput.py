@@ -443,6 +443,20 @@ WHAT_IFS = {
         "from processors.worker.fold import FoldStats as _F\n"
         "_a.fold_records = lambda *args, **kwargs: _F()\n",
     ),
+    "within": (
+        "BATCH_WITHIN_S=0.2",
+        "import processors.worker.app as _a\n_a.BATCH_WITHIN_S = 0.2\n",
+    ),
+    "fetch": (
+        "BATCH_WITHIN_S=0.05 + consumer_max_fetch_size=16 MiB",
+        "import processors.worker.app as _a\n_a.BATCH_WITHIN_S = 0.05\n"
+        "import faust\n"
+        "class _App(faust.App):\n"
+        "    def __init__(self, *a, **kw):\n"
+        "        kw.setdefault('consumer_max_fetch_size', 16 * 1024 * 1024)\n"
+        "        super().__init__(*a, **kw)\n"
+        "faust.App = _App\n",
+    ),
     "linger": (
         "batch + producer_linger=0.05 s",
         "import processors.worker.app as _a\n_a.BATCH_MAX = 20_000\n_a.BATCH_WITHIN_S = 1.0\n"

@@ -13,13 +13,13 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from processors.sql_guard import ReadOnlyViolation, check_ast
 from schemas.errors import ConfigError, OperationalError
 
-__all__ = ["ClickHouse", "ReadLimits", "connect", "describe_dsn"]
+__all__ = ["ClickHouse", "ReadLimits", "Reader", "connect", "describe_dsn"]
 
 log = logging.getLogger(__name__)
 _SCHEMES = ("chdb", "http", "https")
@@ -52,6 +52,26 @@ def validate_dsn(dsn: str) -> None:
         )
     if scheme in ("http", "https") and not urlsplit(dsn).hostname:
         raise ConfigError(f"TELEMETRY_CLICKHOUSE={describe_dsn(dsn)!r}: missing host")
+
+
+class Reader(Protocol):
+    """What a read needs: ``ClickHouse`` itself, or the control socket of the process
+    that owns the embedded store (``telemetry.embedded.control.ControlClient``), so
+    the readers (stats, sql, export) work the same whoever holds the store."""
+
+    def query(
+        self, sql: str, parameters: dict[str, Any] | None = None
+    ) -> Sequence[Sequence[Any]]: ...
+
+    def query_dicts(
+        self, sql: str, parameters: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]: ...
+
+    def query_table(
+        self, sql: str, parameters: dict[str, Any] | None = None
+    ) -> tuple[list[str], Sequence[Sequence[Any]]]: ...
+
+    def close(self) -> None: ...
 
 
 class ClickHouse:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from processors.clickhouse import ClickHouse
+from processors.clickhouse import Reader
 from processors.export import badge, charts, html
 from processors.export.document import (
     DEFAULT_MAX_AGE,
@@ -93,13 +93,13 @@ class ExportReport:
         return [p for p in self.pushed if not p.ok]
 
 
-def read_stats(ch: ClickHouse) -> list[dict[str, Any]]:
+def read_stats(ch: Reader) -> list[dict[str, Any]]:
     """Every row of ``telemetry.model_stats_7d``, columns as ``STATS_COLUMNS``."""
     cols = ", ".join(STATS_COLUMNS)
     return ch.query_dicts(f"SELECT {cols} FROM telemetry.model_stats_7d ORDER BY model, provider")
 
 
-def read_hourly(ch: ClickHouse, since: datetime) -> dict[str, list[dict[str, Any]]]:
+def read_hourly(ch: Reader, since: datetime) -> dict[str, list[dict[str, Any]]]:
     """All-providers hourly rows from ``since`` on, per model, in hour order."""
     cols = ", ".join(_HOURLY_COLUMNS)
     rows = ch.query(
@@ -189,9 +189,7 @@ def write_tree(
     return report
 
 
-def export_once(
-    ch: ClickHouse, options: ExportOptions, *, now: datetime | None = None
-) -> ExportReport:
+def export_once(ch: Reader, options: ExportOptions, *, now: datetime | None = None) -> ExportReport:
     """Read the stats, check they are fresh, write the tree, push if asked.
 
     Raises ``StaleStatsError`` (nothing written) when stats are older than

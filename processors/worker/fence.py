@@ -22,8 +22,10 @@ its commits can move past them). So the state also carries, per
 partition, the next offset it expects, and a worker folds a partition's
 messages as a run that follows on from it: where the delivered offsets
 jump (``find_holes``), the agent reads the missing run from Kafka itself
-(processors/worker/gap_reader.py) and folds it first. The state, not
-Faust's committed offset, says where a partition's events stand.
+(processors/worker/gap_reader.py) and folds it first. After each
+assignment a partition's runs start at the lower of the state's expected
+offset and the group's committed offset (processors/worker/bookkeeper.py):
+neither alone says where a partition's events stand.
 """
 
 from __future__ import annotations

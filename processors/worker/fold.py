@@ -80,6 +80,7 @@ def fold_records(
     now: datetime,
     now_s: float,
     cache: MutableMapping[BucketKey, BucketRecord] | None = None,
+    replay_below: int = 0,
 ) -> FoldStats:
     """Count each event once. Changed records are written back once per call.
 
@@ -87,15 +88,32 @@ def fold_records(
     the only writer of these partitions' buckets while it holds them (the
     worker, within one generation): it must hold what ``buckets`` holds, so
     a caller whose call raised drops it.
+
+    ``replay_below`` is the first offset of the partition never folded
+    before: a copy of an event in an earlier record is a redelivery of a
+    duplicate already counted, and counts as replayed, not again as a
+    duplicate (the counters stay exact when Faust delivers a record twice).
     """
     if cache is None:
         cache = {}
     out = FoldStats()
     if not records:
         return out
+    records = _once_each(records, out)
     loaded: dict[tuple[str, str, int], BucketRecord] = {}
     for chunk in _chunks(records, CHUNK_LINES):
-        _fold_chunk(chunk, buckets, seen_blocks, seen, cache, loaded, out, now=now, now_s=now_s)
+        _fold_chunk(
+            chunk,
+            buckets,
+            seen_blocks,
+            seen,
+            cache,
+            loaded,
+            out,
+            now=now,
+            now_s=now_s,
+            replay_below=replay_below,
+        )
         if len(loaded) > LOADED_MAX:
             # A run that touches more buckets than memory should hold (a
             # week-wide catch-up over thousands of keys): write them now.
@@ -103,6 +121,28 @@ def fold_records(
             loaded.clear()
     _write_back(out, buckets, release=False)
     return out
+
+
+def _once_each(records: Sequence[Record], out: FoldStats) -> Sequence[Record]:
+    """The run with each offset once: the first of any record delivered twice.
+
+    Faust can hand the agent the same record twice in one batch (fetched
+    before and after the seek to the committed offsets that ends a
+    recovery). A bucket's applied offset moves on only at the end of a run,
+    so a second copy inside the run would pass rule 1 and count again; it
+    is a redelivery, counted as replayed.
+    """
+    offsets = {r.offset for r in records}
+    if len(offsets) == len(records):
+        return records
+    once: list[Record] = []
+    for r in records:
+        if r.offset in offsets:
+            offsets.discard(r.offset)
+            once.append(r)
+        elif r.value:
+            out.replayed += r.value.count(b"\n") + 1
+    return once
 
 
 def _write_back(out: FoldStats, buckets: MutableMapping[bytes, bytes], *, release: bool) -> None:
@@ -138,6 +178,7 @@ def _fold_chunk(
     *,
     now: datetime,
     now_s: float,
+    replay_below: int,
 ) -> None:
     """Fold whole records into ``loaded`` (written back by the caller) and write their seen blocks.
 
@@ -173,32 +214,47 @@ def _fold_chunk(
         out.invalid.append((offset, line, why))
     event_offsets, event_lines = place(cols.index)
     first_hour = window_start_hour(now)
+    hours = (np.asarray(cols.ts_ms, dtype=np.int64) // _HOUR_MS).tolist()
     # Keys are plain (model, provider, hour) tuples here: a BucketKey is a
-    # named tuple, equal to and hashed like the plain one.
-    groups: dict[tuple[str, str, int], list[int]] = {}
-    newest: dict[tuple[str, str, int], int] = {}
+    # named tuple, equal to and hashed like the plain one. The loop below is
+    # the only per-event Python step of the fold, so it touches the index's
+    # dict directly and leaves everything per bucket to the second pass.
+    members_of: dict[tuple[str, str, int], list[int]] = {}
     entries: list[tuple[bytes, tuple[int, int, int, float]]] = []
-    models, providers, ts_ms, ids = cols.model, cols.provider, cols.ts_ms, cols.event_id
-    seen_get = seen.get
-    for k, offset in enumerate(event_offsets):
-        hour = ts_ms[k] // _HOUR_MS
+    models, providers = cols.model, cols.provider
+    seen_get, seen_set = seen.lookup, seen.record
+    for k, (eid, offset, line, hour) in enumerate(
+        zip(cols.event_id, event_offsets, event_lines, hours, strict=True)
+    ):
         if hour < first_hour:
             out.outside_window += 1
             continue
-        line = event_lines[k]
-        eid = ids[k]
         prior = seen_get(eid)
         # Plain tuples in the order of ``Seen`` (partition, offset, line,
         # first_seen): a named tuple costs a Python-level call per event.
         if prior is not None and now_s - prior[3] <= DEDUP_WINDOW_S:
             if prior[1] != offset or prior[2] != line or prior[0] != partition:
-                out.duplicates += 1
+                # A copy of an event first seen elsewhere. In a record folded
+                # before (a redelivery) it was already counted as a duplicate.
+                if offset < replay_below:
+                    out.replayed += 1
+                else:
+                    out.duplicates += 1
                 continue
             mark = prior  # itself, again: rule 1 below decides
         else:
             mark = (partition, offset, line, now_s)
-            seen[eid] = mark
+            seen_set(eid, mark)
+        entries.append((eid, mark))
         key = (models[k], providers[k], hour)
+        members = members_of.get(key)
+        if members is None:
+            members_of[key] = [k]
+        else:
+            members.append(k)
+    groups: dict[tuple[str, str, int], list[int]] = {}
+    newest: dict[tuple[str, str, int], int] = {}
+    for key, members in members_of.items():
         rec = loaded.get(key)
         if rec is None:
             bkey = BucketKey(*key)
@@ -208,22 +264,22 @@ def _fold_chunk(
                 rec = BucketRecord(HourBucket()) if raw is None else BucketRecord.from_bytes(raw)
                 cache[bkey] = rec
             loaded[key] = rec
-        entries.append((eid, mark))
-        if offset <= rec.applied.get(partition, -1):
-            # Already folded. Write the record (and the seen entry) again
-            # anyway: after a SIGKILL the local store can hold folds whose
-            # changelog messages never left, and a replay is the one moment
-            # we know it (rule 7). Without the rewrite, the next owner of
-            # this partition would restore the older record and miss them.
-            out.replayed += 1
+        applied = rec.applied.get(partition, -1)
+        if event_offsets[members[0]] <= applied:
+            # Already folded (offsets rise along ``members``, so these are a
+            # prefix). Write the record (and the seen entries) again anyway:
+            # after a SIGKILL the local store can hold folds whose changelog
+            # messages never left, and a replay is the one moment we know it
+            # (rule 7). Without the rewrite, the next owner of this
+            # partition would restore the older record and miss them.
+            fresh = [m for m in members if event_offsets[m] > applied]
+            out.replayed += len(members) - len(fresh)
             out.rewritten[BucketKey(*key)] = rec
-            continue
-        members = groups.get(key)
-        if members is None:
-            groups[key] = [k]
-        else:
-            members.append(k)
-        newest[key] = offset
+            if not fresh:
+                continue
+            members = fresh
+        groups[key] = members
+        newest[key] = event_offsets[members[-1]]
     if groups:
         inputs = BucketInputs.from_values(
             cols.status,

@@ -160,6 +160,15 @@ class GapReader:
 
         return await self._retrying(f"the log start of partition {partition}", attempt)
 
+    async def log_end(self, partition: int) -> int:
+        """The partition's end offset (the next offset to be written)."""
+        tp = TopicPartition(self._topic, partition)
+
+        async def attempt(consumer: AIOKafkaConsumer) -> int:
+            return int((await consumer.end_offsets([tp]))[tp])
+
+        return await self._retrying(f"the log end of partition {partition}", attempt)
+
     async def _retrying(self, what: str, attempt: Callable[[AIOKafkaConsumer], Awaitable[T]]) -> T:
         closing = self._closing
         outage = _Outage(what)

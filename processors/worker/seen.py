@@ -14,7 +14,7 @@ Pure: the table is any mapping of block key to block bytes.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 __all__ = [
@@ -95,6 +95,16 @@ class SeenIds:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+    @property
+    def lookup(self) -> Callable[[bytes], tuple[int, int, int, float] | None]:
+        """``get`` as the index dict's own bound method: no Python frame per event."""
+        return self._ids.get
+
+    @property
+    def record(self) -> Callable[[bytes, tuple[int, int, int, float]], None]:
+        """``__setitem__`` as the index dict's own bound method (see ``lookup``)."""
+        return self._ids.__setitem__
 
     def get(self, event_id: bytes) -> tuple[int, int, int, float] | None:
         """(partition, offset, line, first_seen), a ``Seen`` or a plain tuple in that order."""

@@ -109,9 +109,9 @@ async def _live(settings: Settings, sim: Simulator, seconds: float, rate: float)
     await service
 
 
-def _page_block(row: dict[str, Any]) -> Panel:
+def page_block(row: dict[str, Any], min_sample: int = MIN_SAMPLE) -> Panel:
     """A model's page block; the model name is the sender's text, shown literally."""
-    figures, _ = honest_figures(row, MIN_SAMPLE)
+    figures, _ = honest_figures(row, min_sample)
     d = display_strings(figures)
     head = Table.grid(padding=(0, 3))
     head.add_row(
@@ -140,20 +140,39 @@ def register(app: typer.Typer) -> None:
         live: Annotated[float, typer.Option(help="seconds of live traffic over HTTP")] = 30,
         rate: Annotated[float, typer.Option(help="live events per second")] = 200,
         seed: Annotated[int | None, typer.Option(help="simulator seed (default: random)")] = None,
+        kafka: Annotated[
+            bool,
+            typer.Option(
+                "--kafka",
+                help="the whole cluster instead: a broker (deploy/local-kafka, unless "
+                "TELEMETRY_KAFKA is set), the collector, two workers and the sink as "
+                "processes; in DATA_DIR/demo-kafka",
+            ),
+        ] = False,
     ) -> None:
         """Backfill a simulated week, run live for a while, print every model's page block.
 
         Runs embedded (no broker) in the data directory: the same ingest path,
         aggregation and export as production. Afterwards `telemetry stats` and
-        `telemetry sql` show what it produced.
+        `telemetry sql` show what it produced. With --kafka: the distributed
+        pipeline, one process per role, one worker SIGKILLed on the way, and a
+        line comparing the events sent with those counted.
         """
         settings = settings_from(ctx)
-        if settings.kafka:
-            fail("`telemetry demo` runs embedded: unset TELEMETRY_KAFKA", 2)
         if days <= 0 or events <= 0 or live < 0 or rate <= 0:
             fail("--days, --events and --rate must be positive, --live at least 0", 2)
+        seed = random.randrange(1 << 30) if seed is None else seed
+        if kafka:
+            from telemetry.commands.demo_kafka import KafkaDemoOptions, run_kafka_demo
+
+            options = KafkaDemoOptions(
+                days=days, events=events, live_s=live, rate=rate, seed=seed, min_sample=MIN_SAMPLE
+            )
+            raise typer.Exit(asyncio.run(run_kafka_demo(settings, options)))
+        if settings.kafka:
+            fail("`telemetry demo` runs embedded: unset TELEMETRY_KAFKA, or add --kafka", 2)
         started = time.perf_counter()
-        sim = Simulator(seed=random.randrange(1 << 30) if seed is None else seed)
+        sim = Simulator(seed=seed)
         console.print(
             Text.assemble(
                 Text("telemetry demo", style="bold"),
@@ -181,7 +200,7 @@ def register(app: typer.Typer) -> None:
             "ORDER BY traffic_tokens DESC"
         )
         for row in rows:
-            console.print(_page_block(row))
+            console.print(page_block(row))
         for line in (
             f"{len(rows)} models; export of {len(report.written)} models in {out}",
             f"open {out / 'index.html'} in a browser for the model pages and charts",

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from processors.clickhouse import ClickHouse
+from processors.clickhouse import ClickHouse, Reader
 from processors.export import badge
 from processors.export.document import DEFAULT_MIN_SAMPLE, iso
 from processors.export.errors import ExportConfigError
@@ -28,6 +28,7 @@ from processors.export.schedule import (
 )
 from schemas.errors import TelemetryError
 from telemetry.context import console, err_console, exit_code_for, fail, settings_from
+from telemetry.embedded.control import ControlClient, open_reader
 from telemetry.safe_text import safe_text
 
 __all__ = ["register"]
@@ -179,10 +180,21 @@ def register(app: typer.Typer) -> None:
             fail(str(exc), 2)
 
         try:
-            from processors.store import open_store
-
-            ch = open_store(settings)
-            do_refresh = (settings.embedded and ch.is_embedded) if refresh is None else refresh
+            ch = open_reader(settings)
+            if isinstance(ch, ControlClient):
+                # Another process owns the embedded store (`telemetry run`, the sink):
+                # read through it. It keeps the stats current itself; a read-only
+                # reader cannot refresh them.
+                if refresh:
+                    fail(
+                        "--refresh: the store is owned by a running process "
+                        f"({ch.owner}), which refreshes the stats itself; drop --refresh",
+                        2,
+                    )
+                do_refresh = False
+                console.print(safe_text(f"reading through {ch.owner}"), style="dim")
+            else:
+                do_refresh = (settings.embedded and ch.is_embedded) if refresh is None else refresh
             try:
                 if schedule is None:
                     report = _export(ch, options, refresh=do_refresh)
@@ -198,18 +210,16 @@ def register(app: typer.Typer) -> None:
             fail(f"{len(report.push_failures)} documents were not accepted by the catalog")
 
 
-def _export(ch: ClickHouse, options: ExportOptions, *, refresh: bool) -> ExportReport:
+def _export(ch: Reader, options: ExportOptions, *, refresh: bool) -> ExportReport:
     """Embedded (no workers): fold new events into the stats first, so they are current."""
-    if refresh:
+    if refresh and isinstance(ch, ClickHouse):
         from processors.embedded.refresh import refresh as refresh_stats
 
         refresh_stats(ch)
     return export_once(ch, options)
 
 
-def _run_schedule(
-    ch: ClickHouse, options: ExportOptions, schedule: Schedule, *, refresh: bool
-) -> None:
+def _run_schedule(ch: Reader, options: ExportOptions, schedule: Schedule, *, refresh: bool) -> None:
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:

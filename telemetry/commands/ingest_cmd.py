@@ -21,8 +21,10 @@ from processors.embedded.ingest import (
 from processors.kafka_io import EventProducer, dlq_record, ensure_topics
 from processors.store import open_store
 from schemas.codec import iter_ndjson
+from schemas.errors import OperationalError
 from schemas.settings import Settings
 from telemetry.context import console, err_console, fail, settings_from
+from telemetry.embedded.control import socket_path
 from telemetry.safe_text import safe_text
 
 _CHUNK = 1 << 20
@@ -114,7 +116,16 @@ def register(app: typer.Typer) -> None:
             sent = _to_kafka(settings, stream, f"ingest:{label}")
             _summary(sent, f"sent to {settings.topic} at {settings.kafka}", settings.dlq_topic)
             return
-        ch = open_store(settings)
+        try:
+            ch = open_store(settings)
+        except OperationalError as exc:
+            if settings.clickhouse is None and socket_path(settings.data_dir).exists():
+                # Owned by `telemetry run` (whose socket is read-only): its HTTP door takes events.
+                fail(
+                    f"{exc}; while `telemetry run` owns it, send the events to its HTTP "
+                    "ingest instead (POST /v1/events, or telemetry simulate --to http://HOST:PORT)"
+                )
+            raise
         show = not quiet and size is not None and err_console.is_terminal
         with Progress(
             TextColumn("[bold]ingest[/]"),

@@ -80,8 +80,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run one query against the configured ClickHouse and print the result.
 
-        Read-only unless --write. While `telemetry run` owns the embedded data
-        directory, the query goes to it over its local socket, always read-only.
+        Read-only unless --write. While another process (`telemetry run`, the sink)
+        owns the embedded data directory, the query goes to it over its local
+        socket, always read-only.
         """
         if query == "-":
             query = sys.stdin.read()

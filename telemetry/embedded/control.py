@@ -3,11 +3,12 @@
 chDB admits one process per data directory. The process that owns it
 (`telemetry run`, or the sink with ClickHouse embedded) listens on
 ``DATA_DIR/control.sock`` (a Unix socket, owner-only permissions) and answers
-read-only queries; `telemetry stats` and `telemetry sql` route to it when they
-find the directory owned. Queries run on the read-only client
-(``processors.clickhouse.connect(readonly=True)``): a ``readonly=1`` session
-bounded in time, memory and result rows, each query checked on the engine's
-own parse by ``processors.sql_guard`` (docs/security.md says what is allowed).
+read-only queries; `telemetry stats`, `sql` and `export` route to it when they
+find the directory owned (and `telemetry migrate` checks through it). Queries
+run on the read-only client (``processors.clickhouse.connect(readonly=True)``):
+a ``readonly=1`` session bounded in time, memory and result rows, each query
+checked on the engine's own parse by ``processors.sql_guard`` (docs/security.md
+says what is allowed).
 A client that goes away takes its query with it: the query is killed.
 
 Protocol: one JSON object per line each way.
@@ -225,6 +226,15 @@ class ControlClient:
         self.path = path
         self.timeout = timeout
 
+    @property
+    def owner(self) -> str:
+        """Who answers, for messages: "the running process (pid N)" when its pid is known."""
+        try:
+            pid = int((self.path.parent / "owner.pid").read_text().strip())
+        except (OSError, ValueError):
+            return "the running process"
+        return f"the running process (pid {pid})"
+
     def query_table(
         self, sql: str, parameters: dict[str, Any] | None = None
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -260,6 +270,9 @@ class ControlClient:
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return self.query_table(sql, parameters)[1]
+
+    def close(self) -> None:
+        """Nothing to release: every query is its own connection."""
 
     def query_dicts(
         self, sql: str, parameters: dict[str, Any] | None = None

@@ -159,7 +159,7 @@ def test_export_report_shows_data_literally(console: Console, value: str) -> Non
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_demo_page_block_shows_the_model_literally(console: Console, value: str) -> None:
-    console.print(demo_cmd._page_block(stats_row(value)))
+    console.print(demo_cmd.page_block(stats_row(value)))
     out = _output(console)
     _assert_inert(out, value)
 

@@ -1,6 +1,6 @@
 """docs/deploy.md, step 2, as written: a broker, migrate, a worker, the sink, events in,
-then `telemetry stats` and `telemetry sql` from another shell while the sink owns the
-embedded store (they read through its control socket)."""
+then `telemetry stats`, `sql`, `export` and `migrate` from another shell while the sink
+owns the embedded store (they read through its control socket)."""
 
 from __future__ import annotations
 
@@ -74,6 +74,16 @@ def test_step_two_reads_while_the_sink_runs(
         health = orjson.loads(status.stdout)
         assert health["mode"] == "kafka" and health["store_error"] is None  # via the socket
         assert health["stats_as_of"] is not None
+
+        # `telemetry export` and `telemetry migrate` read through the sink too.
+        exported = _cli(env, "export", "--once", "--out", str(tmp_path / "export"))
+        assert exported.returncode == 0, exported.stderr
+        assert f"pid {procs[1].pid}" in exported.stdout
+        index = orjson.loads((tmp_path / "export" / "index.json").read_bytes())
+        assert sum(m["requests"] for m in index["models"]) == len(unique)
+        migrated = _cli(env, "migrate")
+        assert migrated.returncode == 0, migrated.stderr
+        assert "up to date (checked through the running process" in migrated.stdout
         assert all(p.poll() is None for p in procs)  # both still own their parts
     finally:
         for p in procs:

@@ -53,6 +53,13 @@ HOSTILE: list[Any] = [
     "12345678123456781234567812345678",
     "{12345678-1234-5678-1234-567812345678}",
     "urn:uuid:12345678-1234-5678-1234-567812345678",
+    "ABCDEF78-1234-5678-1234-567812345678",
+    # A newline inside a value must not let a column-wide pattern check pass.
+    "12345678-1234-5678-1234-567812345678\n12345678-1234-5678-1234-567812345678",
+    "2026-03-01T11:00:00Z\n2026-03-01T11:00:00Z",
+    "\u0662\u0660\u0662\u0666-03-01T11:00:00Z",  # digits, but not ASCII ones
+    "2026-03-01T11:00:00.1234567891Z",
+    "2026-03-01T23:59:60Z",
     "ok",
     "error",
     "timeout",
@@ -86,6 +93,19 @@ def _lines(n: int, seed: int, factory: Any) -> list[bytes]:
             doc = factory()
             doc["pad"] = "x" * MAX_EVENT_BYTES
             out.append(orjson.dumps(doc))
+        elif roll < 0.05:
+            # Byte-level forms: a BOM, a CR left by CRLF line ends, a key twice.
+            raw = orjson.dumps(_doc(rng, factory))
+            out.append(
+                rng.choice(
+                    [
+                        b"\xef\xbb\xbf" + raw,
+                        raw + b"\r",
+                        b'{"http_status":"x",' + raw[1:],
+                        raw[:-1] + b',"http_status":"x"}',
+                    ]
+                )
+            )
         else:
             out.append(orjson.dumps(_doc(rng, factory)))
     return out
@@ -155,3 +175,32 @@ def test_round3_is_pythons_round_for_every_value() -> None:
     )
     got = round3(values).tolist()
     assert got == [round(v, 3) for v in values.tolist()]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("event_id", "12345678-1234-5678-1234-567812345678\n12345678-1234-5678-1234-567812345678"),
+        ("ts", "2026-03-01T11:00:00Z\n2026-03-01T11:00:00Z"),
+        ("event_id", "12345678-1234-5678-1234-56781234567"),
+        ("ts", "2026-03-01T11:00Z"),
+    ],
+)
+def test_one_bad_pattern_among_valid_events_is_rejected_alone(
+    event_factory: Any, name: str, value: str
+) -> None:
+    """Patterns are checked for a whole column at once: one value that breaks
+    them (even by holding a newline) is rejected, its neighbours are kept."""
+    docs = [event_factory(ts="2026-03-01T11:00:00Z") for _ in range(50)]
+    docs[17][name] = value
+    lines = [orjson.dumps(d) for d in docs]
+    batch = validate_lines(lines, now=NOW)
+    with pytest.raises(InvalidEvent) as alone:
+        decode_event(lines[17], now=NOW)
+    assert [(i, e.field, e.reason) for i, e in batch.rejects] == [
+        (17, alone.value.field, alone.value.reason)
+    ]
+    assert batch.events.index == [i for i in range(50) if i != 17]
+    assert batch.events.event_id == [
+        decode_event(line, now=NOW).event_id.bytes for i, line in enumerate(lines) if i != 17
+    ]

@@ -1,0 +1,126 @@
+"""Each private name or hook of Faust and aiokafka the worker relies on is still there.
+
+``processors/worker/faust_private.py`` lists them; an upgrade that removes or
+renames one fails here, naming it, instead of breaking the exactly-once
+effect quietly.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+from typing import Any
+
+import aiokafka
+import faust
+import faust.streams
+import pytest
+from faust.stores.rocksdb import Store as RocksStore
+from faust.tables.base import Collection
+from faust.transport.consumer import ThreadDelegateConsumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
+from faust.types import Message
+
+from processors.worker import faust_private as fp
+
+
+def _has(owner: Any, name: str) -> None:
+    where = getattr(owner, "__qualname__", repr(owner))
+    assert hasattr(owner, name), f"{where}.{name} is gone: see processors/worker/faust_private.py"
+
+
+def _params(fn: Any) -> list[str]:
+    return [p for p in inspect.signature(fn).parameters if p != "self"]
+
+
+def test_current_event_context_variable() -> None:
+    _has(faust.streams, "_current_event")
+    assert isinstance(faust.streams._current_event, contextvars.ContextVar), (
+        "faust.streams._current_event is no longer a ContextVar"
+    )
+
+    class Anchor:
+        class message:
+            topic, partition = "t", 3
+
+    with fp.current_event(Anchor()):
+        ev = faust.streams.current_event()
+        assert ev is not None and ev.message.partition == 3, (
+            "faust.streams.current_event() no longer reads _current_event"
+        )
+    assert faust.streams.current_event() is None
+
+
+def test_store_reads_the_current_event_and_has_per_partition_dbs() -> None:
+    _has(RocksStore, "_db_for_partition")
+    assert _params(RocksStore._db_for_partition) == ["partition"]
+    src = inspect.getsource(RocksStore._get)
+    assert "current_event()" in src and "event.message.partition" in src, (
+        "faust.stores.rocksdb.Store._get no longer picks the partition from the current event"
+    )
+    for name in ("apply_changelog_batch", "items", "_del"):
+        _has(RocksStore, name)
+
+
+@pytest.mark.parametrize(("name", "params"), fp.HOOKS, ids=[h[0] for h in fp.HOOKS])
+def test_table_hooks_we_override(name: str, params: tuple[str, ...]) -> None:
+    _has(Collection, name)
+    assert _params(getattr(Collection, name)) == list(params), (
+        f"faust Table.{name} changed its parameters"
+    )
+    _has(faust.Table, name)
+
+
+def test_table_data_is_its_store() -> None:
+    assert isinstance(inspect.getattr_static(Collection, "data", None), property), (
+        "faust Table.data (the store) is gone"
+    )
+    assert "self.data.apply_changelog_batch" in inspect.getsource(
+        Collection.apply_changelog_batch
+    ), "faust Table.apply_changelog_batch no longer hands the batch to table.data"
+
+
+def test_app_attributes() -> None:
+    for name in (
+        "consumer_generation_id",
+        "rebalancing",
+        "flow_control",
+        "on_partitions_revoked",
+        "tables",
+        "consumer",
+        "agent",
+        "timer",
+    ):
+        _has(faust.App, name)
+    from mode.utils.queues import FlowControlEvent
+
+    _has(FlowControlEvent, "is_active")
+
+
+def test_message_ack_flag_and_generation() -> None:
+    slots = set(Message.__slots__)
+    for name in ("acked", "generation_id", "partition", "offset", "headers"):
+        assert name in slots, f"faust Message.{name} is gone"
+    src = inspect.getsource(faust.transport.consumer.Consumer.ack)
+    assert "if not message.acked" in src, (
+        "faust Consumer.ack no longer skips a message whose acked flag is set"
+    )
+
+
+def test_consumer_thread_committed_and_highwater() -> None:
+    _has(ThreadDelegateConsumer, "highwater")
+    _has(ThreadDelegateConsumer, "assignment")
+    assert "self._thread" in inspect.getsource(ThreadDelegateConsumer), (
+        "faust ThreadDelegateConsumer._thread is gone"
+    )
+    _has(AIOKafkaConsumerThread, "_ensure_consumer")
+    _has(AIOKafkaConsumerThread, "call_thread")
+    assert issubclass(AIOKafkaFaustConsumer, ThreadDelegateConsumer)
+    _has(aiokafka.AIOKafkaConsumer, "committed")
+    assert inspect.iscoroutinefunction(aiokafka.AIOKafkaConsumer.committed)
+    assert _params(aiokafka.AIOKafkaConsumer.committed) == ["partition"]
+
+
+def test_stream_take_events() -> None:
+    _has(faust.Stream, "take_events")
