@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from processors.worker import faust_private as fp
 from processors.worker.fold import FoldStats
 from processors.worker.stuck import StuckDetector, Verdict
 from schemas.settings import Settings
@@ -225,7 +226,7 @@ class WorkerMetrics:
 
         @app.timer(health_tick_s(self.detector.window_s))
         async def health() -> None:
-            moving = bool(app.rebalancing) or not app.flow_control.is_active()
+            moving = fp.rebalancing(app) or not fp.flow_active(app)
             self.observe(held_offsets(app, topic), now=time.monotonic(), moving=moving)
 
 
@@ -235,23 +236,19 @@ def held_offsets(app: Any, topic: str) -> dict[int, tuple[int | None, int | None
     Both from the consumer's memory, no request to the broker: the end offset
     is the high watermark of the last fetch response, the committed offset
     what the group committed (read at assignment, then each of this worker's
-    commits). An empty partition never committed counts as at 0; any other
-    partition never committed, as unknown. Faust keeps the committed offsets
-    in ``Consumer._committed_offset``, a private name of the pinned
-    faust-streaming version (its ``Monitor`` only sees this worker's own
-    commits, not the offset a partition came with).
+    commits; ``faust_private.known_committed``). An empty partition never
+    committed counts as at 0; any other partition never committed, as
+    unknown.
     """
-    consumer = app.consumer
-    committed = getattr(consumer, "_committed_offset", {})
     out: dict[int, tuple[int | None, int | None]] = {}
-    for tp in consumer.assignment():
+    for tp in app.consumer.assignment():
         if tp.topic != topic:
             continue
         try:
-            end = consumer.highwater(tp)
+            end = fp.highwater(app, tp)
         except Exception:  # not assigned any more (a rebalance began meanwhile)
             end = None
-        position = committed.get(tp)
+        position = fp.known_committed(app, tp)
         if position is None and end == 0:
             position = 0  # an empty log, never committed: nothing to fold
         out[tp.partition] = (
