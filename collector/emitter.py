@@ -148,6 +148,7 @@ class TelemetryEmitter:
             spool_bytes=lambda: self._spool.pending_bytes,
             spool_records=lambda: self._spool.pending_records,
             broker_up=lambda: 1.0 if self._sender.healthy else 0.0,
+            spool_max_bytes=spool_max_bytes,
         )
         self._log_invalid = _Throttled()
         #: model -> its UTF-8 bytes, the records' key (a few hundred models at most)

@@ -7,11 +7,14 @@ Pass ``registry=prometheus_client.REGISTRY`` to join the process-wide default.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-__all__ = ["EmitterMetrics", "IngestMetrics"]
+__all__ = ["EmitterMetrics", "IngestMetrics", "serve_metrics"]
+
+log = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -55,6 +58,9 @@ class EmitterMetrics:
         )
         self.spool_bytes = Gauge(f"{p}_spool_bytes", "bytes in the spool", registry=r)
         self.spool_records = Gauge(f"{p}_spool_records", "records in the spool", registry=r)
+        self.spool_max_bytes = Gauge(
+            f"{p}_spool_max_bytes", "the spool's size bound; past it events are dropped", registry=r
+        )
         self.broker_up = Gauge(
             f"{p}_broker_up", "1 while the producer delivers, else 0", registry=r
         )
@@ -67,6 +73,7 @@ class EmitterMetrics:
         spool_bytes: Callable[[], float],
         spool_records: Callable[[], float],
         broker_up: Callable[[], float],
+        spool_max_bytes: float = 0.0,
     ) -> None:
         """Gauges read their value from the live objects at scrape time (no hot-path cost)."""
         self.buffer_depth.set_function(buffer_depth)
@@ -74,6 +81,7 @@ class EmitterMetrics:
         self.spool_bytes.set_function(spool_bytes)
         self.spool_records.set_function(spool_records)
         self.broker_up.set_function(broker_up)
+        self.spool_max_bytes.set(spool_max_bytes)
 
 
 class IngestMetrics:
@@ -96,3 +104,17 @@ class IngestMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+
+
+def serve_metrics(registry: CollectorRegistry, *, host: str, port: int) -> int:
+    """Serve ``registry`` as Prometheus text on ``http://host:port/metrics``; return the port.
+
+    For processes without an HTTP server of their own (the worker, the sink):
+    prometheus_client's server, on a daemon thread, so it never holds up an
+    exit. Port 0 takes a free port, so several processes on one machine
+    never clash; the caller logs the port it got.
+    """
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    bound = int(server.server_port)
+    log.info("Prometheus metrics on http://%s:%d/metrics", host, bound)
+    return bound

@@ -39,7 +39,7 @@ from pathlib import Path
 from collector.encoding import Record
 from collector.exceptions import SpoolInUse, SpoolUnavailable
 
-__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_SEGMENT_BYTES", "Segment", "Spool"]
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_SEGMENT_BYTES", "Segment", "Spool", "spooled_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,21 @@ def _unpack(payload: bytes) -> Record:
     (klen,) = _KEYLEN.unpack_from(payload, 1 + tlen)
     kstart = 3 + tlen
     return topic, payload[kstart : kstart + klen], payload[kstart + klen :]
+
+
+def spooled_bytes(directory: Path) -> int:
+    """Bytes of the segment files under ``directory`` (its subdirectories too); 0 if none.
+
+    For a reader outside the owning process (`telemetry status`): it takes no
+    lock and reads only file sizes, so a spool in use is measured as it is.
+    """
+    total = 0
+    for path in directory.rglob("*.seg"):
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:  # replayed and deleted meanwhile
+            continue
+    return total
 
 
 def read_segment(path: Path) -> tuple[list[Record], int]:

@@ -72,6 +72,27 @@ class Settings(BaseSettings):
             "per step, when Faust skipped some"
         ),
     )
+    worker_stuck_after_s: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "seconds a held partition may have lag while nothing of it is folded before the "
+            "worker logs and counts it as stuck"
+        ),
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description=(
+            "port of the worker's or sink's Prometheus /metrics; unset: not served; "
+            "0: a free port, logged at start-up"
+        ),
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="address /metrics listens on (0.0.0.0 in a container)",
+    )
     sql_timeout_s: float = Field(
         default=30.0,
         gt=0,

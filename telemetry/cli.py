@@ -77,6 +77,7 @@ def _register() -> None:
         simulate_cmd,
         sql_cmd,
         stats_cmd,
+        status_cmd,
         worker_cmd,
     )
 
@@ -85,6 +86,7 @@ def _register() -> None:
         demo_cmd,
         ingest_cmd,
         stats_cmd,
+        status_cmd,
         export_cmd,
         collector_cmd,
         worker_cmd,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -40,7 +41,7 @@ from processors.clickhouse import ClickHouse
 from processors.sinks.stats import write_hourly, write_stats
 from schemas.event import EXCLUDED_FROM_ERROR_RATE
 
-__all__ = ["RefreshReport", "Refresher", "refresh"]
+__all__ = ["RefreshReport", "Refresher", "refresh", "unfolded_rows"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _WATERMARK = "buckets_watermark"
@@ -76,7 +77,26 @@ def _ms(dt: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
-def _watermark(ch: ClickHouse) -> datetime:
+class _Reader(Protocol):
+    def query(
+        self, sql: str, parameters: dict[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]: ...
+
+
+def unfolded_rows(ch: _Reader) -> int:
+    """Raw events stored since the last refresh: the embedded pipeline's lag.
+
+    Read-only (any reader: the store, or the control socket of its owner).
+    """
+    rows = ch.query(
+        "SELECT count() FROM telemetry.requests "
+        "WHERE ingested_at > parseDateTime64BestEffort({low:String}, 3, 'UTC')",
+        {"low": _watermark(ch).isoformat()},  # a string: it may go over the control socket
+    )
+    return int(rows[0][0]) if rows else 0
+
+
+def _watermark(ch: _Reader) -> datetime:
     rows = ch.query(
         "SELECT value FROM telemetry.pipeline_state FINAL WHERE name = {n:String}",
         {"n": _WATERMARK},

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from processors.clickhouse import ClickHouse
 from processors.kafka_io import unreachable
@@ -30,6 +30,9 @@ from schemas.event import RequestEvent
 from schemas.event_record import UnreadableRecord, record_lines
 from schemas.settings import Settings
 from schemas.stats import HOURLY_COLUMNS, STATS_COLUMNS, decode_row
+
+if TYPE_CHECKING:
+    from processors.sinks.metrics import SinkMetrics
 
 __all__ = ["SinkCounters", "run_sink"]
 
@@ -48,6 +51,8 @@ class SinkCounters:
     batches: int = 0
     retries: int = 0
     last_error: str | None = None
+    #: Newest ``as_of`` of the stats rows stored (Unix time; 0 before any).
+    newest_stats_as_of: float = 0.0
 
 
 def _from_dlq(value: bytes, source: str) -> Rejected:
@@ -126,6 +131,9 @@ def _write_batch(
     c.events_stored += stored
     c.rejected += len(rejects)
     c.stats_rows += len(stats)
+    if stats:
+        newest = max(row[2] for row in stats.values()).timestamp()
+        c.newest_stats_as_of = max(c.newest_stats_as_of, newest)
     c.hourly_rows += len(hourly)
     c.batches += 1
 
@@ -139,6 +147,7 @@ async def run_sink(
     stop: asyncio.Event | None = None,
     counters: SinkCounters | None = None,
     on_batch: Callable[[SinkCounters], None] | None = None,
+    metrics: SinkMetrics | None = None,
 ) -> SinkCounters:
     """Consume, write, commit until ``stop`` is set.
 
@@ -154,6 +163,8 @@ async def run_sink(
     from aiokafka.errors import KafkaConnectionError
 
     c = counters or SinkCounters()
+    if metrics is not None:
+        metrics.watch(c)
     stop = stop or asyncio.Event()
     consumer = AIOKafkaConsumer(
         settings.topic,
@@ -196,8 +207,11 @@ async def run_sink(
                     except TimeoutError:
                         pass
                     delay = min(delay * 2, _BACKOFF_MAX_S)
-            if not await _commit(consumer, _next_offsets(batch), stop):
+            offsets = _next_offsets(batch)
+            if not await _commit(consumer, offsets, stop):
                 return c  # stopping: the batch is read again next start (deduplicated)
+            if metrics is not None:
+                metrics.on_batch(sum(map(len, batch.values())), c, consumer, offsets)
             if on_batch:
                 on_batch(c)
     finally:

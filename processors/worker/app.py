@@ -37,6 +37,7 @@ from processors.worker.bookkeeper import (
 )
 from processors.worker.fold import Record
 from processors.worker.gap_reader import GapReader
+from processors.worker.metrics import WorkerMetrics
 from processors.worker.pending_writes import PendingWrites
 from processors.worker.records import (
     NEXT_OFFSET_KEY,
@@ -72,6 +73,7 @@ def create_app(
     bootstrap: str,
     app_id: str | None = None,
     data_dir: Path | None = None,
+    metrics: WorkerMetrics | None = None,
 ) -> faust.App:
     app_id = app_id or settings.worker_id
     datadir = (data_dir or (settings.data_dir / "worker" / app_id)).resolve()
@@ -103,6 +105,8 @@ def create_app(
         agent_supervisor="mode.CrashingSupervisor",
     )
     counters = WorkerCounters()
+    health = metrics or WorkerMetrics.for_settings(settings)
+    health.attach(app, settings.topic, counters)  # Prometheus, stuck partitions
 
     events = app.topic(
         settings.topic,
@@ -141,7 +145,11 @@ def create_app(
     gap_reader = GapReader(bootstrap, settings.topic)
     side = FaustAdapter(app, settings.topic, {BUCKETS: buckets, SEEN: seen}, gap_reader, writes)
     book = PartitionBook(
-        side, reread_max=settings.worker_reread_max, note=view.note, counters=counters
+        side,
+        reread_max=settings.worker_reread_max,
+        note=view.note,
+        counters=counters,
+        on_fold=health.on_fold,
     )
     assigned: dict[str, Any] = {"tps": None, "hourly_at": 0.0}
 
@@ -168,6 +176,7 @@ def create_app(
     async def fold(stream: Any) -> Any:
         try:
             async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+                health.on_batch(len(batch))
                 # Leaves unacknowledged what it did not fold, and the whole
                 # batch if it fails or is cancelled (take_events acknowledges
                 # the buffer even when we leave with an error).
@@ -207,6 +216,7 @@ def create_app(
         await book.nudge_idle_partitions()
         book.expire(pub.expired)
         counters.published_rows += len(pub.stats)
+        health.on_publish(len(pub.stats), len(pub.hourly))
         log.info(
             "published %d stats rows, %d hourly rows; counted=%d duplicates=%d replayed=%d "
             "outside_window=%d invalid=%d fenced=%d reread=%d",

@@ -35,7 +35,7 @@ from cachetools import LRUCache
 
 from processors.aggregate import BucketKey, HourBucket
 from processors.worker.fence import find_holes, split_by_fence
-from processors.worker.fold import DEDUP_WINDOW_S, Record, fold_records
+from processors.worker.fold import DEDUP_WINDOW_S, FoldStats, Record, fold_records
 from processors.worker.records import (
     NEXT_OFFSET_KEY,
     BucketRecord,
@@ -196,12 +196,14 @@ class PartitionBook:
         reread_max: int,
         note: Callable[[BucketKey, HourBucket | None], None] | None = None,
         counters: WorkerCounters | None = None,
+        on_fold: Callable[[int, FoldStats], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.side = side
         self.reread_max = reread_max
         self.counters = counters or WorkerCounters()
         self._note = note
+        self._on_fold = on_fold  # each run's outcome, per partition (the worker's metrics)
         self._clock = clock
         self._lock = asyncio.Lock()  # the agent and the timers take turns
         # Memory of one assignment: the seen index, the decoded bucket
@@ -437,6 +439,8 @@ class PartitionBook:
         c.replayed += result.replayed
         c.outside_window += result.outside_window
         c.invalid += len(result.invalid)
+        if self._on_fold is not None:
+            self._on_fold(partition, result)
         for offset, line, why in result.invalid[:INVALID_LOGGED]:
             log.warning(
                 "skipping invalid event at %s/%s line %d: %s", partition, offset, line + 1, why

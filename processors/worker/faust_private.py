@@ -23,6 +23,9 @@ What each is for (docs/architecture.md, "Exactly-once effect"):
 * ``app.consumer._thread``, its ``call_thread`` and ``_ensure_consumer()``
   (the aiokafka consumer of the group), whose ``committed(tp)`` gives the
   group's committed offset (the known gap of rule 7, closed).
+* ``app.consumer._committed_offset``: the committed offset Faust keeps in
+  memory per partition (read at assignment, then at each of its commits),
+  for the lag gauge of ``metrics.py`` without a request to the broker.
 * ``Table.send_changelog``: overridden to keep the futures of our
   changelog writes (rule 3); ``Table.apply_changelog_batch``: overridden to
   restore no older bucket record (rule 6); ``table.data``: the table's
@@ -49,6 +52,7 @@ __all__ = [
     "flow_active",
     "generation",
     "highwater",
+    "known_committed",
     "leave_unacknowledged",
     "rebalancing",
     "table_store",
@@ -90,6 +94,16 @@ def flow_active(app: Any) -> bool:
 
 def highwater(app: Any, tp: Any) -> int | None:
     return app.consumer.highwater(tp)
+
+
+def known_committed(app: Any, tp: Any) -> int | None:
+    """The group's committed offset of ``tp`` as Faust last knew it (None: not known).
+
+    From memory, no request to the broker: read when the partition was
+    assigned, then updated at each of this worker's commits.
+    """
+    offset = app.consumer._committed_offset.get(tp)
+    return None if offset is None else int(offset)
 
 
 def leave_unacknowledged(events: Any) -> int:

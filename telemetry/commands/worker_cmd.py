@@ -99,6 +99,16 @@ def register(app: typer.Typer) -> None:
             float | None, typer.Option("--interval", help="seconds between stats publications")
         ] = None,
         loglevel: Annotated[str, typer.Option("--loglevel", help="worker log level")] = "warning",
+        metrics_port: Annotated[
+            int | None,
+            typer.Option(
+                "--metrics-port",
+                help="serve Prometheus /metrics on this port (0: a free one, printed) "
+                "[TELEMETRY_METRICS_PORT; unset: not served]",
+                min=0,
+                max=65535,
+            ),
+        ] = None,
     ) -> None:
         """Consume telemetry.requests.v1 and keep the rolling 7-day stats (needs TELEMETRY_KAFKA).
 
@@ -111,6 +121,8 @@ def register(app: typer.Typer) -> None:
             fail("the worker needs a broker: set TELEMETRY_KAFKA (or --kafka HOST:PORT)", 2)
         if interval is not None:
             settings = settings.model_copy(update={"stats_interval_s": interval})
+        if metrics_port is not None:
+            settings = settings.model_copy(update={"metrics_port": metrics_port})
         asyncio.run(
             ensure_topics(
                 bootstrap,
@@ -136,11 +148,16 @@ def register(app: typer.Typer) -> None:
             )
         )
         from processors.worker.app import create_app
+        from processors.worker.metrics import WorkerMetrics
 
-        faust_app = create_app(settings, bootstrap=bootstrap, app_id=app_id, data_dir=state_dir)
+        metrics = WorkerMetrics.for_settings(settings)
+        faust_app = create_app(
+            settings, bootstrap=bootstrap, app_id=app_id, data_dir=state_dir, metrics=metrics
+        )
         console.print(
             f"worker {faust_app.conf.id} on {bootstrap}, state in {faust_app.conf.datadir}"
         )
+        _serve_metrics(settings, metrics.registry, "worker")
         worker_class = crash_only_worker_class()
         worker_class(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
@@ -231,8 +248,25 @@ class RateLimit(logging.Filter):
         return True
 
 
+def _serve_metrics(settings: Any, registry: Any, role: str) -> None:
+    """Start /metrics if a port is set, and print where (port 0 picks a free one)."""
+    if settings.metrics_port is None:
+        return
+    from collector.metrics import serve_metrics
+
+    try:
+        port = serve_metrics(registry, host=settings.metrics_host, port=settings.metrics_port)
+    except OSError as exc:
+        fail(
+            f"{role}: cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} "
+            f"(TELEMETRY_METRICS_PORT / --metrics-port): {exc.strerror or exc}"
+        )
+    console.print(f"{role} metrics: http://{settings.metrics_host}:{port}/metrics")
+
+
 def _run_sink(settings: object, bootstrap: str) -> None:
     from processors.sinks.kafka_sink import run_sink
+    from processors.sinks.metrics import SinkMetrics
     from processors.store import open_store
     from schemas.settings import Settings
     from telemetry.embedded.control import serve_store, socket_path
@@ -240,6 +274,8 @@ def _run_sink(settings: object, bootstrap: str) -> None:
     assert isinstance(settings, Settings)
     ch = open_store(settings)
     console.print(f"sink {bootstrap} -> ClickHouse")
+    metrics = SinkMetrics()
+    _serve_metrics(settings, metrics.registry, "sink")
     deadline = StopDeadline("sink")
 
     async def main() -> None:
@@ -257,7 +293,7 @@ def _run_sink(settings: object, bootstrap: str) -> None:
                 # The sink owns the embedded store: other shells read through it.
                 await shared.enter_async_context(serve_store(settings, ch))
                 console.print(f"control socket: {socket_path(settings.data_dir)}")
-            await run_sink(settings, ch, bootstrap=bootstrap, stop=stop)
+            await run_sink(settings, ch, bootstrap=bootstrap, stop=stop, metrics=metrics)
 
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     quieter = RateLimit()

@@ -69,6 +69,11 @@ def test_step_two_reads_while_the_sink_runs(
             return sum(r["requests"] for r in rows if not r["provider"]) == len(unique)
 
         wait_for(exact, timeout=120, what="`telemetry stats` to count every event, once")
+        status = _cli(env, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        health = orjson.loads(status.stdout)
+        assert health["mode"] == "kafka" and health["store_error"] is None  # via the socket
+        assert health["stats_as_of"] is not None
 
         # `telemetry export` and `telemetry migrate` read through the sink too.
         exported = _cli(env, "export", "--once", "--out", str(tmp_path / "export"))

@@ -12,6 +12,7 @@ SUBCOMMANDS = [
     "demo",
     "ingest",
     "stats",
+    "status",
     "export",
     "collector",
     "worker",

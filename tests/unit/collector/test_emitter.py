@@ -192,3 +192,10 @@ async def test_each_emitted_item_has_the_fate_it_has_alone(
     assert {(d.location, d.source) for d in letters} == {("emit()", "emitter:telemetry-emitter")}
     assert emitter.counter("events_invalid") == len(want_bad) == 9
     assert emitter.counter("events_emitted") == len(want_lines)
+
+
+def test_the_spool_bound_is_exported(tmp_path: Path) -> None:
+    em = TelemetryEmitter(
+        bootstrap_servers=NOWHERE, spool_dir=tmp_path / "spool", spool_max_bytes=1 << 20
+    )
+    assert em.metrics.registry.get_sample_value("telemetry_emitter_spool_max_bytes") == 1 << 20

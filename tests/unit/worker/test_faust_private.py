@@ -124,3 +124,12 @@ def test_consumer_thread_committed_and_highwater() -> None:
 
 def test_stream_take_events() -> None:
     _has(faust.Stream, "take_events")
+
+
+def test_consumer_keeps_committed_offsets_in_memory() -> None:
+    # processors/worker/metrics.py reads them for the lag gauge (fp.known_committed).
+    src = inspect.getsource(faust.transport.consumer.Consumer)
+    assert "self._committed_offset = defaultdict(" in src, (
+        "faust Consumer._committed_offset is gone: see processors/worker/faust_private.py"
+    )
+    assert "self._committed_offset.update(committable_offsets)" in src
