@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from schemas.errors import OperationalError
 
-__all__ = ["ensure_topics", "unreachable"]
+__all__ = ["ensure_topics", "partition_counts", "unreachable"]
 
 
 def unreachable(bootstrap: str, exc: BaseException) -> OperationalError:
@@ -62,3 +62,21 @@ async def ensure_topics(
                 )
     finally:
         await admin.close()
+
+
+async def partition_counts(bootstrap: str, topics: Sequence[str]) -> dict[str, int]:
+    """How many partitions the broker says each topic has (0: not there)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaConnectionError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        await admin.start()
+    except KafkaConnectionError as exc:
+        await admin.close()
+        raise unreachable(bootstrap, exc) from None
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    return {d["topic"]: len(d.get("partitions") or ()) for d in described}

@@ -136,6 +136,10 @@ def create_app(
 
     buckets = table(BucketsTable, BUCKETS)
     seen = table(TrackedTable, SEEN)
+    for checked in (buckets, seen):
+        # `telemetry worker` created the changelogs with the events topic's
+        # partitions and checked them against the broker before Faust started.
+        fp.trust_changelog_partitions(checked, settings.topic)
 
     def load(key: BucketKey) -> HourBucket | None:
         raw = fp.table_store(buckets).get(encode_bucket_key(key))

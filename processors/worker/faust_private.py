@@ -31,6 +31,12 @@ What each is for (docs/architecture.md, "Exactly-once effect"):
   restore no older bucket record (rule 6); ``table.data``: the table's
   store (its ``get``, ``items`` and ``__delitem__`` work on the partitions
   held); ``store._db_for_partition(p)``: one partition's RocksDB.
+* ``table._verified_source_topics_for_partitions``: the source topics
+  whose partition count Faust has checked against the changelog's at the
+  first write; the worker checks it against the broker before Faust
+  starts and marks it done, because Faust's check reads a consumer
+  metadata cache that can show a just-created changelog with 0 partitions
+  (``PartitionsMismatch``, an agent crash at the first write).
 * ``stream.take_events``, ``app.on_partitions_revoked``,
   ``app.tables.beacon``: semi-public, listed so an upgrade is checked too.
 """
@@ -56,6 +62,7 @@ __all__ = [
     "leave_unacknowledged",
     "rebalancing",
     "table_store",
+    "trust_changelog_partitions",
 ]
 
 #: Methods of ``faust.Table`` the worker overrides: (name, parameters after self).
@@ -129,6 +136,14 @@ async def committed_offset(app: Any, tp: Any) -> int | None:
     consumer = thread._ensure_consumer()
     offset = await thread.call_thread(consumer.committed, tp)
     return None if offset is None or offset < 0 else int(offset)
+
+
+def trust_changelog_partitions(table: Any, source_topic: str) -> None:
+    """Skip Faust's partition-count check of ``table``'s changelog for ``source_topic``.
+
+    Only for a changelog the caller has checked against the broker itself.
+    """
+    table._verified_source_topics_for_partitions.add(source_topic)
 
 
 def table_store(table: Any) -> Any:

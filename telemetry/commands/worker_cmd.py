@@ -23,6 +23,7 @@ from typing import Annotated, Any
 
 import typer
 
+from collector.topics import partition_counts
 from processors.kafka_io import ensure_topics
 from processors.worker.tables import changelog_topics
 from telemetry.context import console, fail, settings_from
@@ -147,6 +148,19 @@ def register(app: typer.Typer) -> None:
                 configs={"cleanup.policy": "compact"},
             )
         )
+        # Checked here, against the broker: the app trusts it (faust_private).
+        counts = asyncio.run(
+            partition_counts(bootstrap, [settings.topic, *changelog_topics(worker_id)])
+        )
+        events_n = counts.pop(settings.topic)
+        wrong = {t: n for t, n in counts.items() if n != events_n}
+        if wrong:
+            fail(
+                "changelog topics with the wrong number of partitions "
+                f"(want {events_n}, as {settings.topic} has): "
+                + ", ".join(f"{t} has {n}" for t, n in sorted(wrong.items()))
+                + "; a changelog must match the events topic partition for partition"
+            )
         from processors.worker.app import create_app
         from processors.worker.metrics import WorkerMetrics
 

@@ -81,6 +81,16 @@ def test_table_data_is_its_store() -> None:
     ), "faust Table.apply_changelog_batch no longer hands the batch to table.data"
 
 
+def test_changelog_partition_check_can_be_marked_done() -> None:
+    src = inspect.getsource(Collection._verify_source_topic_partitions)
+    assert "if source_topic in self._verified_source_topics_for_partitions" in src, (
+        "faust Table._verified_source_topics_for_partitions no longer skips the check"
+    )
+    assert "self._verified_source_topics_for_partitions: Set[str] = set()" in inspect.getsource(
+        Collection.__init__
+    ), "faust Table no longer keeps _verified_source_topics_for_partitions"
+
+
 def test_app_attributes() -> None:
     for name in (
         "consumer_generation_id",
