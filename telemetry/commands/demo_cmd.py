@@ -30,7 +30,8 @@ from telemetry.safe_text import safe_text
 MIN_SAMPLE = 100
 
 
-def _progress() -> Progress:
+def demo_progress() -> Progress:
+    """The demos' progress bars (one task per stage, with a note)."""
     return Progress(
         TextColumn("[bold]{task.description:<10}"),
         BarColumn(),
@@ -43,7 +44,7 @@ def _progress() -> Progress:
 
 def _backfill(settings: Settings, sim: Simulator, days: float, events: int) -> None:
     ch = open_store(settings)
-    with _progress() as progress:
+    with demo_progress() as progress:
         task = progress.add_task("backfill", total=events, note=f"{days:g} days of traffic")
 
         def chunks() -> Iterator[bytes]:
@@ -85,7 +86,7 @@ async def _live(settings: Settings, sim: Simulator, seconds: float, rate: float)
         service.result()  # raises what stopped it
     url = listening.result()
     total = int(seconds * rate)
-    with _progress() as progress:
+    with demo_progress() as progress:
         task = progress.add_task("live", total=total, note=f"POST {url}/v1/events")
         plan = SimulationPlan(rate=rate, duration_s=seconds, live_events=total)
         traffic = asyncio.create_task(

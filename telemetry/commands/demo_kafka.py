@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.text import Text
 
 from processors.aggregate.window import hour_start, window_start_hour
@@ -143,17 +143,6 @@ def _shown(path: Path) -> Path:
     with contextlib.suppress(ValueError):
         return path.relative_to(Path.cwd())
     return path
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description:<10}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[note]}"),
-        TimeElapsedColumn(),
-        console=err_console,
-    )
 
 
 def _lock(data_dir: Path) -> int:
@@ -482,7 +471,9 @@ async def run_kafka_demo(settings: Settings, options: KafkaDemoOptions) -> int:
         f"orphan guard pid {guard.pid}"
     )
     status = 1
-    progress = _progress()
+    from telemetry.commands.demo_cmd import demo_progress
+
+    progress = demo_progress()
     log.progress = progress
     try:
         with progress:
