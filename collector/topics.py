@@ -7,6 +7,7 @@ collector, `telemetry ingest`, `simulate` and the workers all call this.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Sequence
 
@@ -64,8 +65,24 @@ async def ensure_topics(
         await admin.close()
 
 
-async def partition_counts(bootstrap: str, topics: Sequence[str]) -> dict[str, int]:
-    """How many partitions the broker says each topic has (0: not there)."""
+async def partition_counts(
+    bootstrap: str, topics: Sequence[str], *, settle_s: float = 30.0
+) -> dict[str, int]:
+    """How many partitions the broker says each topic has (0: not there).
+
+    A topic just created shows no partitions for a moment (the controller
+    has not spread its metadata yet): asked again for up to ``settle_s``.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settle_s
+    while True:
+        counts = await _partition_counts_once(bootstrap, topics)
+        if all(counts.values()) or loop.time() > deadline:
+            return counts
+        await asyncio.sleep(0.5)
+
+
+async def _partition_counts_once(bootstrap: str, topics: Sequence[str]) -> dict[str, int]:
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaConnectionError
 
