@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from schemas.errors import OperationalError
 
@@ -21,6 +22,24 @@ def unreachable(bootstrap: str, exc: BaseException) -> OperationalError:
         f"cannot reach Kafka at {bootstrap}: check TELEMETRY_KAFKA and that the broker is up "
         f"({type(exc).__name__})"
     )
+
+
+@contextlib.asynccontextmanager
+async def _admin(bootstrap: str) -> AsyncIterator[Any]:
+    """A started admin client, closed on the way out; an unreachable broker is one line."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaConnectionError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        await admin.start()
+    except KafkaConnectionError as exc:
+        await admin.close()
+        raise unreachable(bootstrap, exc) from None
+    try:
+        yield admin
+    finally:
+        await admin.close()
 
 
 async def ensure_topics(
@@ -36,16 +55,10 @@ async def ensure_topics(
     ``configs`` are topic configs for the ones created here (e.g. compaction
     for a changelog).
     """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+    from aiokafka.admin import NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    try:
-        await admin.start()
-    except KafkaConnectionError as exc:
-        await admin.close()
-        raise unreachable(bootstrap, exc) from None
-    try:
+    async with _admin(bootstrap) as admin:
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
         if missing:
@@ -61,8 +74,6 @@ async def ensure_topics(
                         for t in missing
                     ]
                 )
-    finally:
-        await admin.close()
 
 
 async def partition_counts(
@@ -75,25 +86,10 @@ async def partition_counts(
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settle_s
-    while True:
-        counts = await _partition_counts_once(bootstrap, topics)
-        if all(counts.values()) or loop.time() > deadline:
-            return counts
-        await asyncio.sleep(0.5)
-
-
-async def _partition_counts_once(bootstrap: str, topics: Sequence[str]) -> dict[str, int]:
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.errors import KafkaConnectionError
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    try:
-        await admin.start()
-    except KafkaConnectionError as exc:
-        await admin.close()
-        raise unreachable(bootstrap, exc) from None
-    try:
-        described = await admin.describe_topics(list(topics))
-    finally:
-        await admin.close()
-    return {d["topic"]: len(d.get("partitions") or ()) for d in described}
+    async with _admin(bootstrap) as admin:
+        while True:
+            described = await admin.describe_topics(list(topics))
+            counts = {d["topic"]: len(d.get("partitions") or ()) for d in described}
+            if all(counts.values()) or loop.time() > deadline:
+                return counts
+            await asyncio.sleep(0.5)
