@@ -63,11 +63,16 @@ ROCKSDB_OPTIONS = {
     "max_write_buffer_number": 2,
     "block_cache_size": 32 * 1024 * 1024,
 }
-#: Kafka records per batch. Our producers put up to thousands of events in a
-#: record (docs/record-format.md); one-event records from other producers
-#: still make batches of a thousand events.
+#: A batch ends at this many Kafka records, or at BATCH_MAX_BYTES of record
+#: values, whichever comes first: our producers put up to thousands of events
+#: in a record (docs/record-format.md), other producers one, and a batch
+#: should hold tens of thousands of events either way (bounded memory and
+#: fold time, few changelog writes per event).
 BATCH_MAX = 1_000
-BATCH_WITHIN_S = 1.0
+BATCH_MAX_BYTES = 16 * 1024 * 1024
+#: ... or when nothing more arrived this long after the last batch: the
+#: longest a live event waits to be folded.
+BATCH_WITHIN_S = 0.05
 SEEN_SWEEP_S = 300.0
 #: Longest wait for the group's committed offset of a partition.
 COMMITTED_TIMEOUT_S = 30.0
@@ -189,11 +194,15 @@ def create_app(
     @app.agent(events)
     async def fold(stream: Any) -> Any:
         try:
-            async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            batches = fp.take_weighted(
+                stream, BATCH_MAX, BATCH_MAX_BYTES, BATCH_WITHIN_S, _record_bytes
+            )
+            async for batch in batches:
                 health.on_batch(len(batch))
                 # Leaves unacknowledged what it did not fold, and the whole
-                # batch if it fails or is cancelled (take_events acknowledges
-                # the buffer even when we leave with an error).
+                # batch if it fails or is cancelled (take_weighted, like Faust's
+                # take_events, acknowledges the buffer even when we leave with
+                # an error).
                 await book.fold_batch(batch)
                 yield len(batch)
         finally:
@@ -250,6 +259,11 @@ def create_app(
         book.sweep_seen()
 
     return app
+
+
+def _record_bytes(value: object) -> int:
+    """A record's weight in a batch: its value's size (a tombstone weighs one byte)."""
+    return len(value) if isinstance(value, bytes | bytearray) else 1
 
 
 class FaustAdapter:
