@@ -59,7 +59,8 @@ log = logging.getLogger(__name__)
 #: sized for a machine per worker; a worker holds 2 tables x its partitions.
 #: Our reads go through the decoded-bucket cache, and a week of 1,000 keys is
 #: ~20 MB on disk, so small ones suffice: in bench/state_size.py (1,000 keys x
-#: 168 h) 2 MiB memtables and caches and batches cut by bytes left the worker at 466 MB RSS (620 MB before both).
+#: 168 h) 2 MiB memtables and caches, with batches cut by bytes, left the
+#: worker at 466 MB RSS (620 MB before both changes).
 ROCKSDB_OPTIONS = {
     "write_buffer_size": 2 * 1024 * 1024,
     "max_write_buffer_number": 2,
