@@ -462,6 +462,10 @@ WHAT_IFS = {
         "async def _no_wait(self):\n    return None\n"
         "_a.FaustAdapter.settled = _no_wait\n",
     ),
+    "queue4096": (
+        "Faust's default stream_buffer_maxsize (4,096 records fetched ahead)",
+        "import processors.worker.app as _a\n_a.STREAM_BUFFER_RECORDS = 4096\n",
+    ),
     "bytes32": (
         "BATCH_MAX_BYTES=32 MiB",
         "import processors.worker.app as _a\n_a.BATCH_MAX_BYTES = 32 * 1024 * 1024\n",

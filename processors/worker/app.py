@@ -76,6 +76,9 @@ BATCH_MAX_BYTES = 16 * 1024 * 1024
 #: ... or when nothing more arrived this long after the last batch: the
 #: longest a live event waits to be folded.
 BATCH_WITHIN_S = 0.05
+#: Records Faust may fetch ahead of the agent (see ``stream_buffer_maxsize``
+#: below): up to 64 MiB of batch records; the batch being taken is apart.
+STREAM_BUFFER_RECORDS = 64
 SEEN_SWEEP_S = 300.0
 #: Longest wait for the group's committed offset of a partition.
 COMMITTED_TIMEOUT_S = 30.0
@@ -111,6 +114,9 @@ def create_app(
         producer_linger=0.05,
         web_enabled=False,
         stream_wait_empty=False,
+        # Records fetched ahead of the agent, per topic. Faust counts records,
+        # not bytes: its default (4,096) of our batch records is up to 4 GiB.
+        stream_buffer_maxsize=STREAM_BUFFER_RECORDS,
         # A SIGKILLed worker holds its partitions until its session expires:
         # keep that short so a restart (or a peer) takes over within seconds.
         broker_session_timeout=settings.worker_session_timeout_s,
