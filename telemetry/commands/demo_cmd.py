@@ -18,14 +18,14 @@ from rich.text import Text
 from processors.embedded.ingest import ingest_lines
 from processors.export.document import display_strings, honest_figures
 from processors.export.run import ExportOptions, export_once
-from processors.simulate.generator import Simulator
-from processors.simulate.run import SimulationPlan, simulate
-from processors.simulate.targets import HttpTarget, encode_lines
 from processors.store import open_store
 from schemas.settings import Settings
+from simulator.generator import Simulator
+from simulator.run import SimulationPlan, simulate
+from simulator.targets import HttpTarget, encode_lines
 from telemetry.context import console, err_console, fail, settings_from
-from telemetry.embedded.service import RunConfig, run_embedded
 from telemetry.safe_text import safe_text
+from telemetry.service.run import RunConfig, run_embedded
 
 MIN_SAMPLE = 100
 

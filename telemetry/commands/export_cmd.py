@@ -28,8 +28,8 @@ from processors.export.schedule import (
 )
 from schemas.errors import TelemetryError
 from telemetry.context import console, err_console, exit_code_for, fail, settings_from
-from telemetry.embedded.control import ControlClient, open_reader
 from telemetry.safe_text import safe_text
+from telemetry.service.control import ControlClient, open_reader
 
 __all__ = ["register"]
 

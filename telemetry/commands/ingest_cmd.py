@@ -24,8 +24,8 @@ from schemas.codec import iter_ndjson
 from schemas.errors import OperationalError
 from schemas.settings import Settings
 from telemetry.context import console, err_console, fail, settings_from
-from telemetry.embedded.control import socket_path
 from telemetry.safe_text import safe_text
+from telemetry.service.control import socket_path
 
 _CHUNK = 1 << 20
 _SAMPLES = 20

@@ -10,8 +10,8 @@ import typer
 
 from schemas.errors import ConfigError
 from telemetry.context import console, fail, settings_from
-from telemetry.embedded.service import RunConfig, run_embedded
 from telemetry.safe_text import safe_text
+from telemetry.service.run import RunConfig, run_embedded
 
 
 def register(app: typer.Typer) -> None:

@@ -20,11 +20,11 @@ from rich.progress import (
 )
 
 from processors.export.schedule import parse_duration
-from processors.simulate import SimulationPlan, SimulationReport, Simulator, parse_target, simulate
-from processors.simulate.generator import DEFAULT_DUPLICATE_SHARE
-from processors.simulate.run import DEFAULT_EVENTS_PER_DAY
-from processors.simulate.targets import FileTarget
 from schemas.errors import ConfigError
+from simulator import SimulationPlan, SimulationReport, Simulator, parse_target, simulate
+from simulator.generator import DEFAULT_DUPLICATE_SHARE
+from simulator.run import DEFAULT_EVENTS_PER_DAY
+from simulator.targets import FileTarget
 from telemetry.context import console, err_console, fail, settings_from
 from telemetry.safe_text import safe_text
 

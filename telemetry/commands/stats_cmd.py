@@ -15,8 +15,8 @@ from processors.embedded.refresh import refresh
 from processors.export.display import STATS_TABLE_COLUMNS, stats_table_rows
 from processors.export.document import iso
 from telemetry.context import console, settings_from
-from telemetry.embedded.control import open_reader
 from telemetry.safe_text import safe_text
+from telemetry.service.control import open_reader
 
 _QUERY = (
     "SELECT * FROM telemetry.model_stats_7d "

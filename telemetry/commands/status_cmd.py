@@ -30,8 +30,8 @@ from processors.kafka_offsets import read_offsets
 from schemas.errors import TelemetryError
 from schemas.settings import Settings
 from telemetry.context import console, settings_from
-from telemetry.embedded.control import open_reader
 from telemetry.safe_text import safe_text
+from telemetry.service.control import open_reader
 
 #: The sink's consumer group (``processors.sinks.kafka_sink.run_sink``'s default).
 SINK_GROUP = "telemetry-sink"

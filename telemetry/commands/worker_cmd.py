@@ -283,7 +283,7 @@ def _run_sink(settings: object, bootstrap: str) -> None:
     from processors.sinks.metrics import SinkMetrics
     from processors.store import open_store
     from schemas.settings import Settings
-    from telemetry.embedded.control import serve_store, socket_path
+    from telemetry.service.control import serve_store, socket_path
 
     assert isinstance(settings, Settings)
     ch = open_store(settings)

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from processors.simulate.generator import Simulator
-from processors.simulate.targets import FileTarget, HttpTarget, KafkaTarget, TargetReport
+from simulator.generator import Simulator
+from simulator.targets import FileTarget, HttpTarget, KafkaTarget, TargetReport
 
 __all__ = [
     "DEFAULT_EVENTS_PER_DAY",
