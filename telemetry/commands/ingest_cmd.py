@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from processors.embedded.ingest import MAX_REJECTS_KEPT, IngestReport
 from telemetry.context import console, err_console, fail, settings_from
-from telemetry.pipeline import open_pipeline
+from telemetry.pipeline import StoreOwned, open_pipeline
 from telemetry.safe_text import safe_text
 
 _CHUNK = 1 << 20
@@ -80,7 +80,14 @@ def register(app: typer.Typer) -> None:
         pipeline = open_pipeline(settings_from(ctx))
         stream, size = _open(source)
         label = "stdin" if source == "-" else source
-        ingest = pipeline.open_ingest()
+        try:
+            ingest = pipeline.open_ingest()
+        except StoreOwned as exc:
+            # Owned by `telemetry run` (whose socket is read-only): its HTTP door takes events.
+            fail(
+                f"{exc}; while `telemetry run` owns it, send the events to its HTTP "
+                "ingest instead (POST /v1/events, or telemetry simulate --to http://HOST:PORT)"
+            )
         head = _Head()
         show = not quiet and size is not None and err_console.is_terminal
         with Progress(

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeGuard, TypeVar
 
+from schemas.errors import OperationalError
 from schemas.settings import Settings
 from telemetry.context import fail
 
@@ -34,9 +35,14 @@ __all__ = [
     "Ingested",
     "LagRow",
     "Pipeline",
+    "StoreOwned",
     "open_pipeline",
     "require",
 ]
+
+
+class StoreOwned(OperationalError):
+    """The embedded store is owned by a running process, whose socket takes reads only."""
 
 
 @dataclass
@@ -102,7 +108,7 @@ class Pipeline(Protocol):
         """Where rejected input is kept: the ``telemetry.rejected`` table or the DLQ topic."""
 
     def open_ingest(self) -> Ingest:
-        """Ready to ingest (embedded: the store is opened now, so a busy store fails first)."""
+        """Ready to ingest; embedded, the store opens now (``StoreOwned`` while a process holds it)."""
 
     def topic_door(self) -> EventDoor | None:
         """The events topic's door for the simulator; None when there is no broker."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, TypeGuard
 
 from schemas.errors import OperationalError
 from schemas.settings import Settings
-from telemetry.pipeline import Backlog, Ingest, Ingested, LagRow
+from telemetry.pipeline import Backlog, Ingest, Ingested, LagRow, StoreOwned
 
 if TYPE_CHECKING:
     from processors.clickhouse import ClickHouse
@@ -34,6 +34,7 @@ class EmbeddedPipeline:
         self.settings = settings
 
     def open_ingest(self) -> Ingest:
+        """Open the store for writing; ``StoreOwned`` if a running process holds it."""
         from processors.embedded.ingest import ingest_lines
         from processors.store import open_store
         from telemetry.service.control import socket_path
@@ -43,11 +44,7 @@ class EmbeddedPipeline:
             ch = open_store(settings)
         except OperationalError as exc:
             if settings.clickhouse is None and socket_path(settings.data_dir).exists():
-                # Owned by `telemetry run` (whose socket is read-only): its HTTP door takes events.
-                raise OperationalError(
-                    f"{exc}; while `telemetry run` owns it, send the events to its HTTP "
-                    "ingest instead (POST /v1/events, or telemetry simulate --to http://HOST:PORT)"
-                ) from None
+                raise StoreOwned(str(exc)) from None
             raise
 
         def ingest(
