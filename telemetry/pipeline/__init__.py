@@ -93,7 +93,7 @@ class Pipeline(Protocol):
 
     @property
     def mode(self) -> str:
-        """ "embedded" or "kafka" (`telemetry status --json`'s ``mode``)."""
+        """Which pipeline: "embedded" or "kafka" (`telemetry status --json`'s ``mode``)."""
 
     @property
     def where(self) -> str:
@@ -108,7 +108,7 @@ class Pipeline(Protocol):
         """Where rejected input is kept: the ``telemetry.rejected`` table or the DLQ topic."""
 
     def open_ingest(self) -> Ingest:
-        """Ready to ingest; embedded, the store opens now (``StoreOwned`` while a process holds it)."""
+        """Ready to ingest; embedded, the store opens now (``StoreOwned`` if a process holds it)."""
 
     def topic_door(self) -> EventDoor | None:
         """The events topic's door for the simulator; None when there is no broker."""
