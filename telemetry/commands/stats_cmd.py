@@ -10,13 +10,13 @@ import orjson
 import typer
 from rich.table import Table
 
-from processors.clickhouse import ClickHouse
 from processors.embedded.refresh import refresh
 from processors.export.display import STATS_TABLE_COLUMNS, stats_table_rows
 from processors.export.document import iso
 from telemetry.context import console, settings_from
-from telemetry.embedded.control import open_reader
+from telemetry.pipeline import open_pipeline
 from telemetry.safe_text import safe_text
+from telemetry.service.control import open_reader
 
 _QUERY = (
     "SELECT * FROM telemetry.model_stats_7d "
@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         """Print the current rolling 7-day stats, per model and per (model, provider)."""
         settings = settings_from(ctx)
         ch = open_reader(settings)
-        if settings.embedded and isinstance(ch, ClickHouse) and ch.is_embedded:
+        if open_pipeline(settings).refreshes(ch):
             refresh(ch)  # embedded, no `telemetry run` owning it: bring the window up to now
         rows = ch.query_dicts(_QUERY, {"model": model or ""})
         if as_json:
