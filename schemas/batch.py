@@ -12,6 +12,19 @@ field and words users see everywhere else, so the fast path only needs to
 be a subset of the model; ``tests/unit/schemas/test_batch.py`` checks, over
 valid and hostile inputs, that both paths accept exactly the same events
 with the same values.
+
+``encode_lines`` (and ``encode_array`` for a JSON array body) run the same
+checks and hand the valid events on as their wire bytes, ``encode_event``'s
+exactly: the canonical values are put in the decoded rows column by column,
+and the whole batch is encoded by one msgspec call (or, when every line was
+already canonical, the input lines are passed on as they are). The HTTP door
+uses them, so a request of a thousand events costs a handful of calls into
+compiled code rather than a dict and a model call per event.
+
+The fast path takes an object with the contract's fields only: a field it
+does not know sends the line to the model's path (which ignores the field),
+because msgspec skips an unknown value without checking it the way orjson
+does (a number out of range, invalid UTF-8, nesting past orjson's limit).
 """
 
 from __future__ import annotations
@@ -31,7 +44,7 @@ import numpy.typing as npt
 from pydantic import AfterValidator
 from pydantic.fields import FieldInfo
 
-from schemas.codec import MAX_EVENT_BYTES, decode_event
+from schemas.codec import MAX_EVENT_BYTES, decode_event, encode_event
 from schemas.errors import InvalidEvent
 from schemas.event import (
     _RFC3339,
@@ -40,7 +53,16 @@ from schemas.event import (
     RequestEvent,
 )
 
-__all__ = ["EventColumns", "ValidBatch", "round3", "validate_lines"]
+__all__ = [
+    "EncodedBatch",
+    "EventColumns",
+    "ValidBatch",
+    "encode_array_fast",
+    "encode_lines",
+    "encode_lines_fast",
+    "round3",
+    "validate_lines",
+]
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
@@ -114,8 +136,8 @@ def _wire_fields() -> list[tuple[str, Any]]:
     event would cost more than the rest of the decoding), parsed and
     range-checked in ``validate_lines`` and ``_ts_column``; the durations
     drop their rounding (done for the whole column by ``round3``). Every
-    field is required, as in the model; unknown fields are ignored, as the
-    model does.
+    field is required, as in the model; an unknown field sends the line to
+    the model's path (see the module's docstring).
     """
     out: list[tuple[str, Any]] = []
     for name, info in RequestEvent.model_fields.items():
@@ -130,8 +152,12 @@ def _wire_fields() -> list[tuple[str, Any]]:
     return out
 
 
-_Wire: Any = msgspec.defstruct("_Wire", _wire_fields(), gc=False)
+_Wire: Any = msgspec.defstruct("_Wire", _wire_fields(), gc=False, forbid_unknown_fields=True)
 _DECODE = msgspec.json.Decoder(_Wire).decode
+_DECODE_ARRAY = msgspec.json.Decoder(list[_Wire]).decode
+#: One line per row, in the fields' order: the bytes orjson writes for the
+#: same values (``tests/unit/schemas/test_encode_lines.py`` holds them equal).
+_ENCODE_LINES = msgspec.json.Encoder().encode_lines
 _WIRE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FUTURE_US = FUTURE_TOLERANCE // timedelta(microseconds=1)
@@ -208,9 +234,22 @@ def _ts_column(stamps: list[str], now_us: int) -> list[int | None]:
     that as Python does (same fields, same range checks, fractions truncated
     to the microsecond), in C, for the whole column. Any other form (another
     offset, a lowercase ``t``) takes ``_ts_ms``, and so does the whole column
-    if numpy refuses it (a day out of range).
+    if numpy refuses it (a day out of range). When every stamp ends in ``Z``
+    (the usual batch), the column is cut from its joined text in C.
     """
-    out: list[int | None] = [None] * len(stamps)
+    n = len(stamps)
+    joined = "\n".join(stamps)
+    # A matched stamp holds no newline and at most one Z, its last character: then
+    # n - 1 of them end before a newline and the last one ends the text.
+    if (
+        n
+        and joined[-1] == "Z"
+        and "t" not in joined
+        and joined.count("Z") == n
+        and joined.count("Z\n") == n - 1
+    ):
+        return _ts_in_range(joined.replace("Z", "").split("\n"), now_us, stamps)
+    out: list[int | None] = [None] * n
     fast: list[int] = []
     cores: list[str] = []
     for j, s in enumerate(stamps):
@@ -226,18 +265,26 @@ def _ts_column(stamps: list[str], now_us: int) -> list[int | None]:
             out[j] = _ts_ms(s, now_us)
     if not fast:
         return out
+    for j, value in zip(fast, _ts_in_range(cores, now_us, [stamps[j] for j in fast]), strict=True):
+        out[j] = value
+    return out
+
+
+def _ts_in_range(cores: list[str], now_us: int, stamps: list[str]) -> list[int | None]:
+    """Unix ms of UTC times without their offset (numpy), None outside the accepted range.
+
+    ``stamps`` are the same times with their offset, for ``_ts_ms`` if numpy
+    refuses the column.
+    """
     try:
         us = np.array(cores, dtype="datetime64[us]").astype(np.int64)
     except ValueError:
-        for j in fast:
-            out[j] = _ts_ms(stamps[j], now_us)
-        return out
+        return [_ts_ms(s, now_us) for s in stamps]
     ms = us // 1000
     inside = (ms * 1000 - now_us <= _FUTURE_US) & (now_us - ms * 1000 <= _AGE_US)
-    for j, value, ok in zip(fast, ms.tolist(), inside.tolist(), strict=True):
-        if ok:
-            out[j] = value
-    return out
+    if inside.all():
+        return ms.tolist()
+    return [v if ok else None for v, ok in zip(ms.tolist(), inside.tolist(), strict=True)]
 
 
 def round3(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -269,24 +316,17 @@ def _round_durations(rows: list[Any]) -> tuple[list[float], list[float | None]]:
     return latency, [None if t is None else v for t, v in zip(raw_ttft, ttft, strict=True)]
 
 
-def _consistent(
-    status: str, error_type: str | None, ttft: float | None, latency: float, cached: int, inp: int
-) -> bool:
-    """The cross-field rules (``RequestEvent._consistent``), on rounded durations."""
-    if (status == "ok") == (error_type is not None):
-        return False
-    if ttft is not None and ttft > latency:
-        return False
-    return cached <= inp
+def _decode_wires(lines: Sequence[bytes]) -> tuple[list[Any], list[int], list[int]]:
+    """The rows msgspec decodes, their indices, and the indices of the lines it refused.
 
-
-def validate_lines(lines: Sequence[bytes], *, now: datetime | None = None) -> ValidBatch:
-    """Validate encoded events (one JSON object each); valid ones as columns.
-
-    Every input is either in ``events`` (with its index) or in ``rejects``
-    with the same field and reason ``decode_event`` gives it.
+    The usual batch (every line short enough and decoded) is one ``map`` in C.
     """
-    now = now or datetime.now(UTC)
+    n = len(lines)
+    if n and max(map(len, lines)) <= MAX_EVENT_BYTES:
+        try:
+            return list(map(_DECODE, lines)), list(range(n)), []
+        except _WIRE_ERRORS:
+            pass
     wires: list[Any] = []
     where: list[int] = []
     slow: list[int] = []
@@ -299,66 +339,93 @@ def validate_lines(lines: Sequence[bytes], *, now: datetime | None = None) -> Va
             except _WIRE_ERRORS:
                 pass
         slow.append(i)
+    return wires, where, slow
+
+
+@dataclass(slots=True)
+class _Judged:
+    """The rows the fast path keeps, with the values the model would give them.
+
+    Rows it refuses (a pattern, the time range or a cross-field rule broken,
+    or a form it does not take as it is) are left out: the model judges them.
+    """
+
+    wires: list[Any]
+    where: list[int]
+    refused: list[int]
+    event_id: list[str]  # as given (the canonical pattern, either case)
+    ts: list[str]  # as given
+    ts_ms: list[int]
+    latency_ms: list[float]  # rounded
+    ttft_ms: list[float | None]  # rounded
+
+
+def _judge(wires: list[Any], where: list[int], now_us: int) -> _Judged:
+    """Patterns and time for whole columns, the cross-field rules in one pass."""
+    latency, ttft = _round_durations(wires)
+    raw_ts = [w.ts for w in wires]
+    _, ts_ok = _matching(raw_ts, _RFC3339, _RFC3339_RUN)
+    checked_ts = raw_ts
+    if ts_ok is not None:
+        checked_ts = [t if good else _NO_TS for t, good in zip(raw_ts, ts_ok, strict=True)]
+    stamps = _ts_column(checked_ts, now_us)
+    event_id = [w.event_id for w in wires]
+    _, ids_ok = _matching(event_id, _UUID, _UUID_RUN)
+    if ids_ok is not None:
+        stamps = [t if good else None for t, good in zip(stamps, ids_ok, strict=True)]
+    ok = [
+        t is not None and (w.status == "ok") != (w.error_type is not None)
+        # ``RequestEvent._consistent``, on rounded durations
+        and (f is None or f <= lat) and w.cached_input_tokens <= w.input_tokens
+        for w, t, f, lat in zip(wires, stamps, ttft, latency, strict=True)
+    ]  # fmt: skip
+    if all(ok):
+        return _Judged(wires, where, [], event_id, raw_ts, stamps, latency, ttft)  # type: ignore[arg-type]
+    keep = [j for j, good in enumerate(ok) if good]
+    return _Judged(
+        [wires[j] for j in keep],
+        [where[j] for j in keep],
+        [where[j] for j, good in enumerate(ok) if not good],
+        [event_id[j] for j in keep],
+        [raw_ts[j] for j in keep],
+        [stamps[j] for j in keep],  # type: ignore[misc]  # kept: not None
+        [latency[j] for j in keep],
+        [ttft[j] for j in keep],
+    )
+
+
+def validate_lines(lines: Sequence[bytes], *, now: datetime | None = None) -> ValidBatch:
+    """Validate encoded events (one JSON object each); valid ones as columns.
+
+    Every input is either in ``events`` (with its index) or in ``rejects``
+    with the same field and reason ``decode_event`` gives it.
+    """
+    now = now or datetime.now(UTC)
+    wires, where, slow = _decode_wires(lines)
     cols = EventColumns()
     if wires:
-        latency, ttft = _round_durations(wires)
-        raw_ts = [w.ts for w in wires]
-        _, ts_ok = _matching(raw_ts, _RFC3339, _RFC3339_RUN)
-        if ts_ok is not None:
-            raw_ts = [t if good else _NO_TS for t, good in zip(raw_ts, ts_ok, strict=True)]
-        stamps = _ts_column(raw_ts, _us(now))
-        ids, ids_ok = _matching([w.event_id for w in wires], _UUID, _UUID_RUN)
-        if ids_ok is None:
-            # bytes.fromhex skips the newlines: 16 bytes an event, in order.
-            flat = bytes.fromhex(ids.replace("-", ""))
-            event_id = [flat[k : k + 16] for k in range(0, len(flat), 16)]
-        else:
-            event_id = [
-                bytes.fromhex(w.event_id.replace("-", "")) if good else b""
-                for w, good in zip(wires, ids_ok, strict=True)
-            ]
-            stamps = [t if good else None for t, good in zip(stamps, ids_ok, strict=True)]
-        status = [w.status for w in wires]
-        error_type = [w.error_type for w in wires]
-        cached = [w.cached_input_tokens for w in wires]
-        inputs = [w.input_tokens for w in wires]
-        ok = [
-            t is not None and _consistent(s, e, f, lat, c, n)
-            for t, s, e, f, lat, c, n in zip(
-                stamps, status, error_type, ttft, latency, cached, inputs, strict=True
-            )
-        ]
-        if not all(ok):
-            # A rare row the fast path refuses: the model gives its reason.
-            slow.extend(where[j] for j, good in enumerate(ok) if not good)
-            keep = [j for j, good in enumerate(ok) if good]
-            wires = [wires[j] for j in keep]
-            event_id = [event_id[j] for j in keep]
-            where = [where[j] for j in keep]
-            stamps = [stamps[j] for j in keep]
-            latency = [latency[j] for j in keep]
-            ttft = [ttft[j] for j in keep]
-            status = [status[j] for j in keep]
-            error_type = [error_type[j] for j in keep]
-            cached = [cached[j] for j in keep]
-            inputs = [inputs[j] for j in keep]
+        got = _judge(wires, where, _us(now))
+        slow.extend(got.refused)
+        wires = got.wires
+        # bytes.fromhex skips the newlines: 16 bytes an event, in order.
+        flat = bytes.fromhex("\n".join(got.event_id).replace("-", ""))
         cols = EventColumns(
-            index=where,
-            event_id=event_id,
-            ts_ms=stamps,  # type: ignore[arg-type]  # no None left
+            index=got.where,
+            event_id=[flat[k : k + 16] for k in range(0, len(flat), 16)],
+            ts_ms=got.ts_ms,
             gateway_id=[w.gateway_id for w in wires],
             region=[w.region for w in wires],
             model=[w.model for w in wires],
             provider=[w.provider for w in wires],
             stream=[w.stream for w in wires],
-            status=status,
-            error_type=error_type,
+            status=[w.status for w in wires],
+            error_type=[w.error_type for w in wires],
             http_status=[w.http_status for w in wires],
-            ttft_ms=ttft,
-            latency_ms=latency,
-            input_tokens=inputs,
+            ttft_ms=got.ttft_ms,
+            latency_ms=got.latency_ms,
+            input_tokens=[w.input_tokens for w in wires],
             output_tokens=[w.output_tokens for w in wires],
-            cached_input_tokens=cached,
+            cached_input_tokens=[w.cached_input_tokens for w in wires],
         )
     rejects: list[tuple[int, InvalidEvent]] = []
     if slow:
@@ -372,6 +439,132 @@ def validate_lines(lines: Sequence[bytes], *, now: datetime | None = None) -> Va
         if merged:
             cols = _merge(cols, merged)
     return ValidBatch(cols, rejects)
+
+
+@dataclass(slots=True)
+class EncodedBatch:
+    """Valid events as their wire bytes; ``index`` is each one's place in the input."""
+
+    index: list[int]
+    #: each valid event's compact JSON, byte for byte ``encode_event`` of the model's event
+    lines: list[bytes]
+    model: list[str]
+    #: (index in the input, the rule it broke), in input order
+    rejects: list[tuple[int, InvalidEvent]]
+
+
+def _ts_texts(ts_ms: list[int]) -> list[str]:
+    """What orjson (``OPT_UTC_Z``) writes for each UTC datetime of these unix ms.
+
+    orjson writes six fraction digits when the microsecond is not zero and
+    none when it is; numpy formats the whole column in C, and the fraction
+    of whole seconds is dropped from the joined text (all stamps have the
+    same length, 1970-9999, so ``.000000Z`` can only be such a fraction).
+    """
+    if not ts_ms:
+        return []
+    texts: list[str] = np.datetime_as_string(
+        np.array(ts_ms, dtype="datetime64[ms]"), unit="us"
+    ).tolist()
+    return ("Z\n".join(texts) + "Z").replace(".000000Z", "Z").split("\n")
+
+
+def _encode_judged(got: _Judged, lines: Sequence[bytes] | None) -> EncodedBatch:
+    """The kept rows' wire bytes: the canonical values put in, one msgspec call for all.
+
+    ``encode_event`` writes the model's values: the event id in lower case,
+    the time in UTC to the millisecond, the durations rounded. Only a column
+    that differs from them is written into the rows. When no column differed
+    and ``lines`` (the input) already are those bytes, they are kept as they
+    are (each line is one JSON object, so equal concatenations mean equal
+    lines).
+    """
+    wires = got.wires
+    if not wires:
+        return EncodedBatch([], [], [], [])
+    changed = False
+    event_id = "\n".join(got.event_id).lower().split("\n")
+    if event_id != got.event_id:
+        changed = True
+        for w, v in zip(wires, event_id, strict=True):
+            w.event_id = v
+    ts = _ts_texts(got.ts_ms)
+    if ts != got.ts:
+        changed = True
+        for w, v in zip(wires, ts, strict=True):
+            w.ts = v
+    if got.latency_ms != [w.latency_ms for w in wires]:
+        changed = True
+        for w, d in zip(wires, got.latency_ms, strict=True):
+            w.latency_ms = d
+    if got.ttft_ms != [w.ttft_ms for w in wires]:
+        changed = True
+        for w, t in zip(wires, got.ttft_ms, strict=True):
+            w.ttft_ms = t
+    blob = _ENCODE_LINES(wires)
+    out: list[bytes] | None = None
+    if lines is not None and not changed:
+        given = [lines[i] for i in got.where] if len(got.where) < len(lines) else list(lines)
+        if len(blob) == sum(map(len, given)) + len(given) and blob == b"\n".join(given) + b"\n":
+            out = given
+    if out is None:
+        # A JSON text holds no raw newline (it is escaped in strings): one cut per row.
+        out = blob.split(b"\n")
+        out.pop()
+    return EncodedBatch(got.where, out, [w.model for w in wires], [])
+
+
+def encode_lines_fast(lines: Sequence[bytes], *, now: datetime) -> tuple[EncodedBatch, list[int]]:
+    """The lines the fast path accepts, encoded; and the indices of all the others.
+
+    For a caller that judges the others its own way (the HTTP door keeps its
+    dead-letter economy for them); ``encode_lines`` judges them by the model.
+    """
+    wires, where, slow = _decode_wires(lines)
+    got = _judge(wires, where, _us(now))
+    if got.refused:
+        slow = sorted(slow + got.refused)
+    return _encode_judged(got, lines), slow
+
+
+def encode_array_fast(body: bytes, *, now: datetime) -> tuple[EncodedBatch, list[int]] | None:
+    """``encode_lines_fast`` for a JSON array of events, decoded by one msgspec call.
+
+    None when msgspec does not take the body as an array of the contract's
+    objects (anything malformed, one item of another shape, a single
+    object): the caller decodes it its own way.
+    """
+    try:
+        wires = _DECODE_ARRAY(body)
+    except _WIRE_ERRORS:
+        return None
+    got = _judge(wires, list(range(len(wires))), _us(now))
+    return _encode_judged(got, None), got.refused
+
+
+def encode_lines(lines: Sequence[bytes], *, now: datetime | None = None) -> EncodedBatch:
+    """Validate encoded events and encode the valid ones, ``encode_event``'s bytes exactly.
+
+    Like ``validate_lines`` (the same decisions, the same reasons from
+    ``decode_event`` for what it rejects), without columns nor event
+    objects for the valid events the fast path takes.
+    """
+    now = now or datetime.now(UTC)
+    fast, slow = encode_lines_fast(lines, now=now)
+    if not slow:
+        return fast
+    rows = list(zip(fast.index, fast.lines, fast.model, strict=True))
+    for i in slow:
+        try:
+            ev = decode_event(lines[i], now=now)
+        except InvalidEvent as exc:
+            fast.rejects.append((i, exc))
+            continue
+        rows.append((i, encode_event(ev), ev.model))
+    rows.sort(key=lambda r: r[0])
+    return EncodedBatch(
+        [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], fast.rejects
+    )
 
 
 def _merge(cols: EventColumns, extra: list[tuple[int, RequestEvent]]) -> EventColumns:

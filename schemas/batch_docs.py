@@ -20,7 +20,6 @@ per event.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -29,7 +28,16 @@ import orjson
 from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
-from schemas.batch import _NO_TS, EventColumns, ValidBatch, _ts_column, _us, round3
+from schemas.batch import (
+    _NO_TS,
+    EncodedBatch,
+    EventColumns,
+    ValidBatch,
+    _ts_column,
+    _ts_texts,
+    _us,
+    round3,
+)
 from schemas.codec import validate_event
 from schemas.errors import InvalidEvent
 from schemas.event import _RFC3339, RequestEvent
@@ -184,18 +192,6 @@ def _judge(
     return kept
 
 
-@dataclass(slots=True)
-class EncodedBatch:
-    """Valid events as their wire bytes; ``index`` is each one's place in the input."""
-
-    index: list[int]
-    #: each valid event's compact JSON, byte for byte ``encode_event`` of the model's event
-    lines: list[bytes]
-    model: list[str]
-    #: (index in the input, the rule it broke), in input order
-    rejects: list[tuple[int, InvalidEvent]]
-
-
 def encode_docs(docs: Sequence[Any], *, now: datetime | None = None) -> EncodedBatch:
     """Validate decoded events like ``validate_docs``, and encode the valid ones.
 
@@ -220,18 +216,6 @@ def _uuid_text(hex32: str) -> str:
     """The 8-4-4-4-12 form of 32 lower-case hex digits (``str(UUID)``)."""
     h = hex32
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def _ts_texts(ts_ms: list[int]) -> list[str]:
-    """What orjson (``OPT_UTC_Z``) writes for each UTC datetime of these unix ms.
-
-    orjson writes six fraction digits when the microsecond is not zero and
-    none when it is; numpy formats the whole column in C.
-    """
-    texts: list[str] = np.datetime_as_string(
-        np.array(ts_ms, dtype="datetime64[ms]"), unit="us"
-    ).tolist()
-    return [t[:-7] + "Z" if t.endswith(".000000") else t + "Z" for t in texts]
 
 
 #: Between two objects of a compact JSON array of flat objects, and nowhere else
