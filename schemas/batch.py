@@ -29,6 +29,7 @@ does (a number out of range, invalid UTF-8, nesting past orjson's limit).
 
 from __future__ import annotations
 
+import operator
 import re
 import types
 import typing
@@ -60,6 +61,7 @@ __all__ = [
     "encode_array_fast",
     "encode_lines",
     "encode_lines_fast",
+    "encode_values_fast",
     "round3",
     "validate_lines",
 ]
@@ -89,6 +91,76 @@ def _matching(
     if joined.count("\n") == len(values) - 1 and run.fullmatch(joined):
         return joined, None
     return joined, [rx.fullmatch(v) is not None for v in values]
+
+
+def _uuid_column(joined: str, n: int) -> bool:
+    """True when each of the ``n`` values joined by newlines is an 8-4-4-4-12 hex UUID.
+
+    ``_UUID``'s answer for the whole column, by slices of the text (C, no
+    regex): every value 36 long with its hyphens and the newlines in their
+    places, and the 32 n other characters hex digits (deleting the marks
+    leaves 32 n characters; deleting the hex digits too leaves none).
+    """
+    dashes = "-" * n
+    if not n or len(joined) != 37 * n - 1 or joined[36::37] != "\n" * (n - 1):
+        return False
+    if any(joined[k::37] != dashes for k in (8, 13, 18, 23)) or not joined.isascii():
+        return False
+    text = joined.encode("ascii")
+    return len(text.translate(None, b"-\n")) == 32 * n and not text.translate(None, _UUID_CHARS)
+
+
+_UUID_CHARS = b"0123456789abcdefABCDEF-\n"
+#: The characters of a UTC RFC 3339 stamp that are not digits, and the newline.
+_STAMP_MARKS = b"-T:.Z\n"
+
+
+def _utc_stamp_length(joined: str, n: int) -> int | None:
+    """The length of every stamp when all are ``YYYY-MM-DDTHH:MM:SS[.f...]Z`` of one length.
+
+    ``_RFC3339``'s answer for the usual column (one form for the whole
+    batch), by slices of the text: the marks in their places, and every
+    other character an ASCII digit (deleting the marks leaves exactly the
+    digits' count). None: the column takes the regex.
+    """
+    if not n or (len(joined) + 1) % n:
+        return None
+    size = (len(joined) + 1) // n - 1
+    if size < 20 or size == 21:
+        return None
+    step = size + 1
+    marks = [(4, "-"), (7, "-"), (10, "T"), (13, ":"), (16, ":"), (size - 1, "Z")]
+    if size > 20:
+        marks.append((19, "."))
+    if joined[size::step] != "\n" * (n - 1) or any(joined[k::step] != c * n for k, c in marks):
+        return None
+    if not joined.isascii():
+        return None
+    digits = joined.encode("ascii").translate(None, _STAMP_MARKS)
+    if len(digits) != (size - len(marks)) * n or not digits.isdigit():
+        return None
+    return size
+
+
+def _utc_stamp_texts(stamps: list[str], size: int) -> list[str] | None:
+    """``_ts_texts`` of stamps of one ``_utc_stamp_length``, from their text (C, no parse).
+
+    The instant is the text itself: truncated to the millisecond it is the
+    first 23 characters and ``000Z``; whole seconds drop the fraction. None
+    for a form with fewer than 3 fraction digits (``_ts_texts`` then).
+    """
+    n = len(stamps)
+    if size == 20:
+        return stamps
+    if size < 24:
+        return None
+    src = "\n".join(stamps).encode()
+    out = bytearray(b"0" * (28 * n - 1))
+    out[27::28] = b"\n" * (n - 1)
+    out[26::28] = b"Z" * n
+    for k in range(23):
+        out[k::28] = src[k :: size + 1]
+    return out.decode().replace(".000000Z", "Z").split("\n")
 
 
 def _wire_type(annotation: Any, metadata: Sequence[Any] = ()) -> Any:
@@ -159,6 +231,11 @@ _DECODE_ARRAY = msgspec.json.Decoder(list[_Wire]).decode
 #: same values (``tests/unit/schemas/test_encode_lines.py`` holds them equal).
 _ENCODE_LINES = msgspec.json.Encoder().encode_lines
 _WIRE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError)
+#: The same fields for values in memory (``encode_values_fast``): unknown keys
+#: are ignored there, as the model ignores them, since no value of theirs is read.
+_Values: Any = msgspec.defstruct("_Values", _wire_fields(), gc=False)
+_VALUES = list[_Values]
+_VERSION = operator.itemgetter("schema_version")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FUTURE_US = FUTURE_TOLERANCE // timedelta(microseconds=1)
 _AGE_US = MAX_EVENT_AGE // timedelta(microseconds=1)
@@ -307,13 +384,20 @@ def round3(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return out
 
 
-def _round_durations(rows: list[Any]) -> tuple[list[float], list[float | None]]:
-    """Every row's durations kept to the microsecond, as the model does."""
+def _round_durations(rows: list[Any]) -> tuple[list[float], list[float | None], bool]:
+    """Every row's durations kept to the microsecond, as the model does; and whether
+    that changed any of them (the usual batch's are already rounded)."""
     n = len(rows)
-    latency = round3(np.fromiter((r.latency_ms for r in rows), np.float64, n)).tolist()
+    raw_latency = [r.latency_ms for r in rows]
+    latency = round3(np.array(raw_latency, np.float64)).tolist()
     raw_ttft = [r.ttft_ms for r in rows]
-    ttft = round3(np.fromiter((0.0 if t is None else t for t in raw_ttft), np.float64, n)).tolist()
-    return latency, [None if t is None else v for t, v in zip(raw_ttft, ttft, strict=True)]
+    if None in raw_ttft:
+        values = np.fromiter((0.0 if t is None else t for t in raw_ttft), np.float64, n)
+        rounded = round3(values).tolist()
+        ttft = [None if t is None else v for t, v in zip(raw_ttft, rounded, strict=True)]
+    else:
+        ttft = round3(np.array(raw_ttft, np.float64)).tolist()
+    return latency, ttft, latency != raw_latency or ttft != raw_ttft
 
 
 def _decode_wires(lines: Sequence[bytes]) -> tuple[list[Any], list[int], list[int]]:
@@ -358,21 +442,28 @@ class _Judged:
     ts_ms: list[int]
     latency_ms: list[float]  # rounded
     ttft_ms: list[float | None]  # rounded
+    #: every stamp's length if all are of one ``_utc_stamp_length`` form, else None
+    ts_size: int | None = None
+    #: whether rounding changed a duration of the batch (of a kept row or not)
+    rounded: bool = True
 
 
 def _judge(wires: list[Any], where: list[int], now_us: int) -> _Judged:
     """Patterns and time for whole columns, the cross-field rules in one pass."""
-    latency, ttft = _round_durations(wires)
+    latency, ttft, rounded = _round_durations(wires)
+    n = len(wires)
     raw_ts = [w.ts for w in wires]
-    _, ts_ok = _matching(raw_ts, _RFC3339, _RFC3339_RUN)
+    ts_size = _utc_stamp_length("\n".join(raw_ts), n)
+    ts_ok = None if ts_size else _matching(raw_ts, _RFC3339, _RFC3339_RUN)[1]
     checked_ts = raw_ts
     if ts_ok is not None:
         checked_ts = [t if good else _NO_TS for t, good in zip(raw_ts, ts_ok, strict=True)]
     stamps = _ts_column(checked_ts, now_us)
     event_id = [w.event_id for w in wires]
-    _, ids_ok = _matching(event_id, _UUID, _UUID_RUN)
-    if ids_ok is not None:
-        stamps = [t if good else None for t, good in zip(stamps, ids_ok, strict=True)]
+    if not _uuid_column("\n".join(event_id), n):
+        _, ids_ok = _matching(event_id, _UUID, _UUID_RUN)
+        if ids_ok is not None:
+            stamps = [t if good else None for t, good in zip(stamps, ids_ok, strict=True)]
     ok = [
         t is not None and (w.status == "ok") != (w.error_type is not None)
         # ``RequestEvent._consistent``, on rounded durations
@@ -380,7 +471,18 @@ def _judge(wires: list[Any], where: list[int], now_us: int) -> _Judged:
         for w, t, f, lat in zip(wires, stamps, ttft, latency, strict=True)
     ]  # fmt: skip
     if all(ok):
-        return _Judged(wires, where, [], event_id, raw_ts, stamps, latency, ttft)  # type: ignore[arg-type]
+        return _Judged(
+            wires,
+            where,
+            [],
+            event_id,
+            raw_ts,
+            stamps,  # type: ignore[arg-type]  # all ok: no None
+            latency,
+            ttft,
+            ts_size,
+            rounded,
+        )
     keep = [j for j, good in enumerate(ok) if good]
     return _Judged(
         [wires[j] for j in keep],
@@ -391,6 +493,8 @@ def _judge(wires: list[Any], where: list[int], now_us: int) -> _Judged:
         [stamps[j] for j in keep],  # type: ignore[misc]  # kept: not None
         [latency[j] for j in keep],
         [ttft[j] for j in keep],
+        ts_size,
+        rounded,
     )
 
 
@@ -488,18 +592,17 @@ def _encode_judged(got: _Judged, lines: Sequence[bytes] | None) -> EncodedBatch:
         changed = True
         for w, v in zip(wires, event_id, strict=True):
             w.event_id = v
-    ts = _ts_texts(got.ts_ms)
+    ts = _utc_stamp_texts(got.ts, got.ts_size) if got.ts_size else None
+    if ts is None:
+        ts = _ts_texts(got.ts_ms)
     if ts != got.ts:
         changed = True
         for w, v in zip(wires, ts, strict=True):
             w.ts = v
-    if got.latency_ms != [w.latency_ms for w in wires]:
+    if got.rounded:
         changed = True
-        for w, d in zip(wires, got.latency_ms, strict=True):
+        for w, d, t in zip(wires, got.latency_ms, got.ttft_ms, strict=True):
             w.latency_ms = d
-    if got.ttft_ms != [w.ttft_ms for w in wires]:
-        changed = True
-        for w, t in zip(wires, got.ttft_ms, strict=True):
             w.ttft_ms = t
     blob = _ENCODE_LINES(wires)
     out: list[bytes] | None = None
@@ -540,6 +643,54 @@ def encode_array_fast(body: bytes, *, now: datetime) -> tuple[EncodedBatch, list
         return None
     got = _judge(wires, list(range(len(wires))), _us(now))
     return _encode_judged(got, None), got.refused
+
+
+def _convert_wires(docs: Sequence[Any]) -> tuple[list[Any], list[int], list[int]]:
+    """The rows msgspec builds from values in memory, their indices, and the others'.
+
+    ``schema_version`` must be an ``int`` itself (the model's rule: an int
+    subclass is refused), which msgspec does not tell apart: that type is
+    checked for the whole batch in one pass in C. Anything else msgspec
+    refuses (a ``UUID`` or ``datetime`` object, a float subclass such as
+    numpy's, a non-str key, not a dict at all) is left to the model.
+    """
+    try:
+        if set(map(type, map(_VERSION, docs))) == {int}:
+            return msgspec.convert(docs, _VALUES), list(range(len(docs))), []
+    except Exception:  # any refusal: item by item below
+        pass
+    wires: list[Any] = []
+    where: list[int] = []
+    slow: list[int] = []
+    for i, doc in enumerate(docs):
+        try:
+            if type(doc["schema_version"]) is int:
+                wires.append(msgspec.convert(doc, _Values))
+                where.append(i)
+                continue
+        except Exception:  # the model says why
+            pass
+        slow.append(i)
+    return wires, where, slow
+
+
+def encode_values_fast(docs: Sequence[Any], *, now: datetime) -> tuple[EncodedBatch, list[int]]:
+    """``encode_lines_fast`` for events already in memory (dicts): what it accepts, encoded.
+
+    msgspec builds the rows from the values in one call (``msgspec.convert``,
+    compiled: the same types and bounds as the lines), then the same column
+    checks and the same encoding as for lines. The indices of every other
+    item are returned for the model's path (``schemas.batch_docs.encode_docs``).
+    """
+    wires, where, slow = _convert_wires(docs)
+    got = _judge(wires, where, _us(now))
+    try:
+        encoded = _encode_judged(got, None)
+    except Exception:  # a value msgspec keeps but cannot write (a str subclass)
+        return EncodedBatch([], [], [], []), list(range(len(docs)))
+    if got.refused:
+        slow = sorted(slow + got.refused)
+    return encoded, slow
 
 
 def encode_lines(lines: Sequence[bytes], *, now: datetime | None = None) -> EncodedBatch:

@@ -36,6 +36,7 @@ from schemas.batch import (
     _ts_column,
     _ts_texts,
     _us,
+    encode_values_fast,
     round3,
 )
 from schemas.codec import validate_event
@@ -195,21 +196,37 @@ def _judge(
 def encode_docs(docs: Sequence[Any], *, now: datetime | None = None) -> EncodedBatch:
     """Validate decoded events like ``validate_docs``, and encode the valid ones.
 
-    For the doors that only pass events on (the emitter, the HTTP door): the
-    rows pydantic-core built are encoded as they are, with ``event_id`` and
-    ``ts`` put in the model's canonical form, and no columns nor event
-    objects are built.
+    For the doors that only pass events on (the emitter, the HTTP door). The
+    usual dict goes through ``schemas.batch.encode_values_fast`` (msgspec
+    builds the rows in one call, the batch is encoded in one more); the
+    others through pydantic-core over the rest of the batch, whose rows are
+    encoded as they are, with ``event_id`` and ``ts`` put in the model's
+    canonical form. No columns nor event objects are built.
     """
+    now = now or datetime.now(UTC)
+    fast, others = encode_values_fast(docs, now=now)
+    if not others:
+        return fast
     rejects: list[tuple[int, InvalidEvent]] = []
-    kept = _judge(list(docs), list(range(len(docs))), rejects, now or datetime.now(UTC))
+    kept = _judge([docs[i] for i in others], others, rejects, now)
     rows = [k[1] for k in kept]
     for row, ts in zip(rows, _ts_texts([k[2] for k in kept]), strict=True):
         eid = row["event_id"]
         row["event_id"] = eid.lower() if len(eid) == 36 else _uuid_text(eid)
         row["ts"] = ts
-    return EncodedBatch(
+    judged = EncodedBatch(
         [k[0] for k in kept], _encode_rows(rows), [r["model"] for r in rows], rejects
     )
+    if not fast.index:
+        return judged
+    both = sorted(
+        [
+            *zip(fast.index, fast.lines, fast.model, strict=True),
+            *zip(judged.index, judged.lines, judged.model, strict=True),
+        ],
+        key=lambda r: r[0],
+    )
+    return EncodedBatch([r[0] for r in both], [r[1] for r in both], [r[2] for r in both], rejects)
 
 
 def _uuid_text(hex32: str) -> str:
