@@ -230,6 +230,7 @@ _DECODE_ARRAY = msgspec.json.Decoder(list[_Wire]).decode
 #: One line per row, in the fields' order: the bytes orjson writes for the
 #: same values (``tests/unit/schemas/test_encode_lines.py`` holds them equal).
 _ENCODE_LINES = msgspec.json.Encoder().encode_lines
+_ENCODE = msgspec.json.Encoder().encode
 _WIRE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError)
 #: The same fields for values in memory (``encode_values_fast``): unknown keys
 #: are ignored there, as the model ignores them, since no value of theirs is read.
@@ -483,18 +484,27 @@ def _judge(wires: list[Any], where: list[int], now_us: int) -> _Judged:
             ts_size,
             rounded,
         )
+    return _only(
+        _Judged(wires, where, [], event_id, raw_ts, stamps, latency, ttft, ts_size, rounded),  # type: ignore[arg-type]
+        ok,
+    )
+
+
+def _only(got: _Judged, ok: list[bool]) -> _Judged:
+    """``got`` without the rows not ``ok``, which join ``refused`` (kept in input order)."""
     keep = [j for j, good in enumerate(ok) if good]
+    refused = [got.where[j] for j, good in enumerate(ok) if not good]
     return _Judged(
-        [wires[j] for j in keep],
-        [where[j] for j in keep],
-        [where[j] for j, good in enumerate(ok) if not good],
-        [event_id[j] for j in keep],
-        [raw_ts[j] for j in keep],
-        [stamps[j] for j in keep],  # type: ignore[misc]  # kept: not None
-        [latency[j] for j in keep],
-        [ttft[j] for j in keep],
-        ts_size,
-        rounded,
+        [got.wires[j] for j in keep],
+        [got.where[j] for j in keep],
+        sorted(got.refused + refused) if got.refused else refused,
+        [got.event_id[j] for j in keep],
+        [got.ts[j] for j in keep],
+        [got.ts_ms[j] for j in keep],
+        [got.latency_ms[j] for j in keep],
+        [got.ttft_ms[j] for j in keep],
+        got.ts_size,
+        got.rounded,
     )
 
 
@@ -674,6 +684,14 @@ def _convert_wires(docs: Sequence[Any]) -> tuple[list[Any], list[int], list[int]
     return wires, where, slow
 
 
+def _writable(wire: Any) -> bool:
+    try:
+        _ENCODE(wire)
+    except TypeError:
+        return False
+    return True
+
+
 def encode_values_fast(docs: Sequence[Any], *, now: datetime) -> tuple[EncodedBatch, list[int]]:
     """``encode_lines_fast`` for events already in memory (dicts): what it accepts, encoded.
 
@@ -686,8 +704,13 @@ def encode_values_fast(docs: Sequence[Any], *, now: datetime) -> tuple[EncodedBa
     got = _judge(wires, where, _us(now))
     try:
         encoded = _encode_judged(got, None)
-    except Exception:  # a value msgspec keeps but cannot write (a str subclass)
-        return EncodedBatch([], [], [], []), list(range(len(docs)))
+    except TypeError:
+        # A value msgspec keeps but cannot write (a str subclass): its rows go to the model.
+        got = _only(got, list(map(_writable, got.wires)))
+        try:
+            encoded = _encode_judged(got, None)
+        except Exception:  # anything else: the model judges the batch
+            return EncodedBatch([], [], [], []), list(range(len(docs)))
     if got.refused:
         slow = sorted(slow + got.refused)
     return encoded, slow
