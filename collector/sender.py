@@ -54,7 +54,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from collector.encoding import Record
 from collector.metrics import EmitterMetrics
-from schemas.event_record import MAX_RECORD_BYTES, RECORD_HEADERS, pack_lines, partition_for
+from schemas.event_record import MAX_RECORD_BYTES, RECORD_HEADERS, pack_ranges, partition_for
 
 __all__ = ["DEFAULT_PRODUCER_OPTIONS", "KafkaSender", "default_compression"]
 
@@ -333,7 +333,8 @@ class KafkaSender:
         recs: list[Record],
         futures: list[asyncio.Future[int]],
     ) -> None:
-        """Events of one partition: NDJSON Kafka records, as few as ``pack_lines`` makes.
+        """Events of one partition: NDJSON Kafka records, as few as ``pack_lines`` makes
+        (``pack_ranges``: which input records each one carries).
 
         Each producer batch is shipped with the input records its Kafka records
         carry, so their fate is reported per input record.
@@ -347,15 +348,8 @@ class KafkaSender:
             return
         batch = producer.create_batch()
         carried: list[Record] = []
-        start = 0
-        for value in pack_lines(lines):
-            # The lines in this value: pack_lines joins consecutive lines with one
-            # b"\n", so their lengths plus the separators add up to the value's.
-            end, size = start + 1, len(lines[start])
-            while size < len(value):
-                size += 1 + len(lines[end])
-                end += 1
-            assert size == len(value), "pack_lines joins whole lines"
+        for start, end in pack_ranges(lines):
+            value = b"\n".join(lines[start:end])
             if batch.append(key=None, value=value, timestamp=None, headers=RECORD_HEADERS) is None:
                 # The batch is full; it holds at least one Kafka record (a BatchBuilder
                 # always takes its first one, whatever its size).
@@ -363,7 +357,6 @@ class KafkaSender:
                 batch, carried = producer.create_batch(), []
                 batch.append(key=None, value=value, timestamp=None, headers=RECORD_HEADERS)
             carried.extend(recs[start:end])
-            start = end
         if carried:
             futures.append(await self._ship(producer, topic, part, batch, carried))
 
