@@ -300,13 +300,11 @@ class TelemetryEmitter:
         topic = self.topic
         if isinstance(events, ValidEvents):
             keys = self._model_keys
-            records: list[Record] = []
-            append = records.append
-            for model, line in zip(events.models, events.lines, strict=True):
-                key = keys.get(model)
-                if key is None:
-                    key = keys[model] = model.encode()
-                append((topic, key, line))
+            for model in set(events.models).difference(keys):
+                keys[model] = model.encode()
+            records: list[Record] = list(
+                zip(repeat(topic), map(keys.__getitem__, events.models), events.lines)
+            )
         else:
             records = [encode_record(e, topic) for e in events]
         self.metrics.emitted.inc(len(records))
