@@ -379,8 +379,9 @@ class TelemetryEmitter:
 
         A ``RequestEvent`` is valid by construction and only encoded. A plain
         dict is validated and encoded in one batch (``schemas.batch_docs.encode_docs``:
-        one pydantic-core call, the same rules and reasons as the model, the bytes
-        of ``encode_event``); anything else, and a batch the validators choke on,
+        msgspec over the batch in compiled code, pydantic-core over what it refuses,
+        the same rules and reasons as the model, the bytes of ``encode_event``);
+        anything else, and a batch the validators choke on,
         is judged by the model one item at a time.
         """
         topic = self.topic

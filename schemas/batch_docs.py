@@ -1,20 +1,23 @@
 """Validate a batch of events already in memory (dicts), and encode the valid ones.
 
 ``schemas.batch.validate_lines`` validates encoded lines (msgspec parses the
-bytes straight into its ``Struct``). The doors hold values instead: the
-emitter's ``emit(dict)``, a JSON body's items, mapped OTLP spans. For them
-the same field rules run as one pydantic-core call over the batch (a
+bytes straight into its ``Struct``). The doors also hold values: the
+emitter's ``emit(dict)``, the items of a body the raw-bytes path refused,
+mapped OTLP spans. For them ``encode_docs`` first runs
+``schemas.batch.encode_values_fast`` (``msgspec.convert`` of the whole batch
+into the same ``Struct``, the same column checks, one msgspec encode), then,
+over what that refused, the same field rules as one pydantic-core call (a
 TypedDict schema taken from ``RequestEvent``'s own fields and bounds), the
 time range with the same numpy column parse as ``validate_lines``, and the
-cross-field rules in one short Python pass. Whatever this fast path does not
-take as it is (a ``datetime`` or ``UUID`` object, a NaN, any broken rule) is
+cross-field rules in one short Python pass. Whatever neither fast path takes
+as it is (a ``datetime`` or ``UUID`` object, a NaN, any broken rule) is
 judged by ``validate_event``, so the reasons are the model's words;
-``tests/unit/schemas/test_encode_docs.py`` holds the two to the same
-decisions and to ``encode_event``'s exact bytes over JSON and Python values.
+``tests/unit/schemas/test_encode_docs.py`` and ``test_encode_values.py`` hold
+them to the same decisions and to ``encode_event``'s exact bytes over JSON
+and Python values.
 
-``encode_docs`` also encodes the valid events from the validated rows (one
-orjson call per batch), so the doors hand on bytes, never a model instance
-per event.
+The valid events are encoded from the validated rows (one call per batch),
+so the doors hand on bytes, never a model instance per event.
 """
 
 from __future__ import annotations
