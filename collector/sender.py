@@ -3,7 +3,9 @@
 One ``AIOKafkaProducer`` (idempotent, ``acks=all``, compressed) fed through
 ``create_batch``/``send_batch``: the sender groups records by partition itself
 (murmur2 of the key, as the Java client and aiokafka's default partitioner do,
-with the partition of each key cached).
+with the partition of each key cached). A batch is closed before it is shipped
+(nothing is added to it afterwards), so the producer sends it at once instead of
+letting it linger for records that could never join it.
 
 Records for the events topic are not sent one Kafka record each: the values of
 one partition in one ``send`` call are packed into as few Kafka records as
@@ -369,6 +371,7 @@ class KafkaSender:
         if not self.healthy or stale:
             self._finish(flight, None)
             return flight.done
+        batch.close()  # nothing is added once shipped: it leaves without lingering
         try:
             fut = await asyncio.wait_for(
                 producer.send_batch(batch, topic, partition=part), self._stall_timeout_s
