@@ -471,23 +471,9 @@ def _judge(wires: list[Any], where: list[int], now_us: int) -> _Judged:
         and (f is None or f <= lat) and w.cached_input_tokens <= w.input_tokens
         for w, t, f, lat in zip(wires, stamps, ttft, latency, strict=True)
     ]  # fmt: skip
-    if all(ok):
-        return _Judged(
-            wires,
-            where,
-            [],
-            event_id,
-            raw_ts,
-            stamps,  # type: ignore[arg-type]  # all ok: no None
-            latency,
-            ttft,
-            ts_size,
-            rounded,
-        )
-    return _only(
-        _Judged(wires, where, [], event_id, raw_ts, stamps, latency, ttft, ts_size, rounded),  # type: ignore[arg-type]
-        ok,
-    )
+    # ``ts_ms`` holds None only in rows that are not ``ok``, which ``_only`` drops.
+    got = _Judged(wires, where, [], event_id, raw_ts, stamps, latency, ttft, ts_size, rounded)  # type: ignore[arg-type]
+    return got if all(ok) else _only(got, ok)
 
 
 def _only(got: _Judged, ok: list[bool]) -> _Judged:
