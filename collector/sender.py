@@ -3,7 +3,9 @@
 One ``AIOKafkaProducer`` (idempotent, ``acks=all``, compressed) fed through
 ``create_batch``/``send_batch``: the sender groups records by partition itself
 (murmur2 of the key, as the Java client and aiokafka's default partitioner do,
-with the partition of each key cached).
+with the partition of each key cached). A batch is closed before it is shipped
+(nothing is added to it afterwards), so the producer sends it at once instead of
+letting it linger for records that could never join it.
 
 Records for the events topic are not sent one Kafka record each: the values of
 one partition in one ``send`` call are packed into as few Kafka records as
@@ -54,7 +56,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from collector.encoding import Record
 from collector.metrics import EmitterMetrics
-from schemas.event_record import MAX_RECORD_BYTES, RECORD_HEADERS, pack_lines, partition_for
+from schemas.event_record import MAX_RECORD_BYTES, RECORD_HEADERS, pack_ranges, partition_for
 
 __all__ = ["DEFAULT_PRODUCER_OPTIONS", "KafkaSender", "default_compression"]
 
@@ -333,7 +335,8 @@ class KafkaSender:
         recs: list[Record],
         futures: list[asyncio.Future[int]],
     ) -> None:
-        """Events of one partition: NDJSON Kafka records, as few as ``pack_lines`` makes.
+        """Events of one partition: NDJSON Kafka records, as few as ``pack_lines`` makes
+        (``pack_ranges``: which input records each one carries).
 
         Each producer batch is shipped with the input records its Kafka records
         carry, so their fate is reported per input record.
@@ -347,15 +350,8 @@ class KafkaSender:
             return
         batch = producer.create_batch()
         carried: list[Record] = []
-        start = 0
-        for value in pack_lines(lines):
-            # The lines in this value: pack_lines joins consecutive lines with one
-            # b"\n", so their lengths plus the separators add up to the value's.
-            end, size = start + 1, len(lines[start])
-            while size < len(value):
-                size += 1 + len(lines[end])
-                end += 1
-            assert size == len(value), "pack_lines joins whole lines"
+        for start, end in pack_ranges(lines):
+            value = b"\n".join(lines[start:end])
             if batch.append(key=None, value=value, timestamp=None, headers=RECORD_HEADERS) is None:
                 # The batch is full; it holds at least one Kafka record (a BatchBuilder
                 # always takes its first one, whatever its size).
@@ -363,7 +359,6 @@ class KafkaSender:
                 batch, carried = producer.create_batch(), []
                 batch.append(key=None, value=value, timestamp=None, headers=RECORD_HEADERS)
             carried.extend(recs[start:end])
-            start = end
         if carried:
             futures.append(await self._ship(producer, topic, part, batch, carried))
 
@@ -376,6 +371,7 @@ class KafkaSender:
         if not self.healthy or stale:
             self._finish(flight, None)
             return flight.done
+        batch.close()  # nothing is added once shipped: it leaves without lingering
         try:
             fut = await asyncio.wait_for(
                 producer.send_batch(batch, topic, partition=part), self._stall_timeout_s

@@ -12,10 +12,24 @@ field and words users see everywhere else, so the fast path only needs to
 be a subset of the model; ``tests/unit/schemas/test_batch.py`` checks, over
 valid and hostile inputs, that both paths accept exactly the same events
 with the same values.
+
+``encode_lines`` (and ``encode_array`` for a JSON array body) run the same
+checks and hand the valid events on as their wire bytes, ``encode_event``'s
+exactly: the canonical values are put in the decoded rows column by column,
+and the whole batch is encoded by one msgspec call (or, when every line was
+already canonical, the input lines are passed on as they are). The HTTP door
+uses them, so a request of a thousand events costs a handful of calls into
+compiled code rather than a dict and a model call per event.
+
+The fast path takes an object with the contract's fields only: a field it
+does not know sends the line to the model's path (which ignores the field),
+because msgspec skips an unknown value without checking it the way orjson
+does (a number out of range, invalid UTF-8, nesting past orjson's limit).
 """
 
 from __future__ import annotations
 
+import operator
 import re
 import types
 import typing
@@ -31,7 +45,7 @@ import numpy.typing as npt
 from pydantic import AfterValidator
 from pydantic.fields import FieldInfo
 
-from schemas.codec import MAX_EVENT_BYTES, decode_event
+from schemas.codec import MAX_EVENT_BYTES, decode_event, encode_event
 from schemas.errors import InvalidEvent
 from schemas.event import (
     _RFC3339,
@@ -40,7 +54,17 @@ from schemas.event import (
     RequestEvent,
 )
 
-__all__ = ["EventColumns", "ValidBatch", "round3", "validate_lines"]
+__all__ = [
+    "EncodedBatch",
+    "EventColumns",
+    "ValidBatch",
+    "encode_array_fast",
+    "encode_lines",
+    "encode_lines_fast",
+    "encode_values_fast",
+    "round3",
+    "validate_lines",
+]
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
@@ -67,6 +91,76 @@ def _matching(
     if joined.count("\n") == len(values) - 1 and run.fullmatch(joined):
         return joined, None
     return joined, [rx.fullmatch(v) is not None for v in values]
+
+
+def _uuid_column(joined: str, n: int) -> bool:
+    """True when each of the ``n`` values joined by newlines is an 8-4-4-4-12 hex UUID.
+
+    ``_UUID``'s answer for the whole column, by slices of the text (C, no
+    regex): every value 36 long with its hyphens and the newlines in their
+    places, and the 32 n other characters hex digits (deleting the marks
+    leaves 32 n characters; deleting the hex digits too leaves none).
+    """
+    dashes = "-" * n
+    if not n or len(joined) != 37 * n - 1 or joined[36::37] != "\n" * (n - 1):
+        return False
+    if any(joined[k::37] != dashes for k in (8, 13, 18, 23)) or not joined.isascii():
+        return False
+    text = joined.encode("ascii")
+    return len(text.translate(None, b"-\n")) == 32 * n and not text.translate(None, _UUID_CHARS)
+
+
+_UUID_CHARS = b"0123456789abcdefABCDEF-\n"
+#: The characters of a UTC RFC 3339 stamp that are not digits, and the newline.
+_STAMP_MARKS = b"-T:.Z\n"
+
+
+def _utc_stamp_length(joined: str, n: int) -> int | None:
+    """The length of every stamp when all are ``YYYY-MM-DDTHH:MM:SS[.f...]Z`` of one length.
+
+    ``_RFC3339``'s answer for the usual column (one form for the whole
+    batch), by slices of the text: the marks in their places, and every
+    other character an ASCII digit (deleting the marks leaves exactly the
+    digits' count). None: the column takes the regex.
+    """
+    if not n or (len(joined) + 1) % n:
+        return None
+    size = (len(joined) + 1) // n - 1
+    if size < 20 or size == 21:
+        return None
+    step = size + 1
+    marks = [(4, "-"), (7, "-"), (10, "T"), (13, ":"), (16, ":"), (size - 1, "Z")]
+    if size > 20:
+        marks.append((19, "."))
+    if joined[size::step] != "\n" * (n - 1) or any(joined[k::step] != c * n for k, c in marks):
+        return None
+    if not joined.isascii():
+        return None
+    digits = joined.encode("ascii").translate(None, _STAMP_MARKS)
+    if len(digits) != (size - len(marks)) * n or not digits.isdigit():
+        return None
+    return size
+
+
+def _utc_stamp_texts(stamps: list[str], size: int) -> list[str] | None:
+    """``_ts_texts`` of stamps of one ``_utc_stamp_length``, from their text (C, no parse).
+
+    The instant is the text itself: truncated to the millisecond it is the
+    first 23 characters and ``000Z``; whole seconds drop the fraction. None
+    for a form with fewer than 3 fraction digits (``_ts_texts`` then).
+    """
+    n = len(stamps)
+    if size == 20:
+        return stamps
+    if size < 24:
+        return None
+    src = "\n".join(stamps).encode()
+    out = bytearray(b"0" * (28 * n - 1))
+    out[27::28] = b"\n" * (n - 1)
+    out[26::28] = b"Z" * n
+    for k in range(23):
+        out[k::28] = src[k :: size + 1]
+    return out.decode().replace(".000000Z", "Z").split("\n")
 
 
 def _wire_type(annotation: Any, metadata: Sequence[Any] = ()) -> Any:
@@ -114,8 +208,8 @@ def _wire_fields() -> list[tuple[str, Any]]:
     event would cost more than the rest of the decoding), parsed and
     range-checked in ``validate_lines`` and ``_ts_column``; the durations
     drop their rounding (done for the whole column by ``round3``). Every
-    field is required, as in the model; unknown fields are ignored, as the
-    model does.
+    field is required, as in the model; an unknown field sends the line to
+    the model's path (see the module's docstring).
     """
     out: list[tuple[str, Any]] = []
     for name, info in RequestEvent.model_fields.items():
@@ -130,9 +224,19 @@ def _wire_fields() -> list[tuple[str, Any]]:
     return out
 
 
-_Wire: Any = msgspec.defstruct("_Wire", _wire_fields(), gc=False)
+_Wire: Any = msgspec.defstruct("_Wire", _wire_fields(), gc=False, forbid_unknown_fields=True)
 _DECODE = msgspec.json.Decoder(_Wire).decode
+_DECODE_ARRAY = msgspec.json.Decoder(list[_Wire]).decode
+#: One line per row, in the fields' order: the bytes orjson writes for the
+#: same values (``tests/unit/schemas/test_encode_lines.py`` holds them equal).
+_ENCODE_LINES = msgspec.json.Encoder().encode_lines
+_ENCODE = msgspec.json.Encoder().encode
 _WIRE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError)
+#: The same fields for values in memory (``encode_values_fast``): unknown keys
+#: are ignored there, as the model ignores them, since no value of theirs is read.
+_Values: Any = msgspec.defstruct("_Values", _wire_fields(), gc=False)
+_VALUES = list[_Values]
+_VERSION = operator.itemgetter("schema_version")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FUTURE_US = FUTURE_TOLERANCE // timedelta(microseconds=1)
 _AGE_US = MAX_EVENT_AGE // timedelta(microseconds=1)
@@ -208,9 +312,22 @@ def _ts_column(stamps: list[str], now_us: int) -> list[int | None]:
     that as Python does (same fields, same range checks, fractions truncated
     to the microsecond), in C, for the whole column. Any other form (another
     offset, a lowercase ``t``) takes ``_ts_ms``, and so does the whole column
-    if numpy refuses it (a day out of range).
+    if numpy refuses it (a day out of range). When every stamp ends in ``Z``
+    (the usual batch), the column is cut from its joined text in C.
     """
-    out: list[int | None] = [None] * len(stamps)
+    n = len(stamps)
+    joined = "\n".join(stamps)
+    # A matched stamp holds no newline and at most one Z, its last character: then
+    # n - 1 of them end before a newline and the last one ends the text.
+    if (
+        n
+        and joined[-1] == "Z"
+        and "t" not in joined
+        and joined.count("Z") == n
+        and joined.count("Z\n") == n - 1
+    ):
+        return _ts_in_range(joined.replace("Z", "").split("\n"), now_us, stamps)
+    out: list[int | None] = [None] * n
     fast: list[int] = []
     cores: list[str] = []
     for j, s in enumerate(stamps):
@@ -226,18 +343,26 @@ def _ts_column(stamps: list[str], now_us: int) -> list[int | None]:
             out[j] = _ts_ms(s, now_us)
     if not fast:
         return out
+    for j, value in zip(fast, _ts_in_range(cores, now_us, [stamps[j] for j in fast]), strict=True):
+        out[j] = value
+    return out
+
+
+def _ts_in_range(cores: list[str], now_us: int, stamps: list[str]) -> list[int | None]:
+    """Unix ms of UTC times without their offset (numpy), None outside the accepted range.
+
+    ``stamps`` are the same times with their offset, for ``_ts_ms`` if numpy
+    refuses the column.
+    """
     try:
         us = np.array(cores, dtype="datetime64[us]").astype(np.int64)
     except ValueError:
-        for j in fast:
-            out[j] = _ts_ms(stamps[j], now_us)
-        return out
+        return [_ts_ms(s, now_us) for s in stamps]
     ms = us // 1000
     inside = (ms * 1000 - now_us <= _FUTURE_US) & (now_us - ms * 1000 <= _AGE_US)
-    for j, value, ok in zip(fast, ms.tolist(), inside.tolist(), strict=True):
-        if ok:
-            out[j] = value
-    return out
+    if inside.all():
+        return ms.tolist()
+    return [v if ok else None for v, ok in zip(ms.tolist(), inside.tolist(), strict=True)]
 
 
 def round3(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -260,33 +385,33 @@ def round3(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return out
 
 
-def _round_durations(rows: list[Any]) -> tuple[list[float], list[float | None]]:
-    """Every row's durations kept to the microsecond, as the model does."""
+def _round_durations(rows: list[Any]) -> tuple[list[float], list[float | None], bool]:
+    """Every row's durations kept to the microsecond, as the model does; and whether
+    that changed any of them (the usual batch's are already rounded)."""
     n = len(rows)
-    latency = round3(np.fromiter((r.latency_ms for r in rows), np.float64, n)).tolist()
+    raw_latency = [r.latency_ms for r in rows]
+    latency = round3(np.array(raw_latency, np.float64)).tolist()
     raw_ttft = [r.ttft_ms for r in rows]
-    ttft = round3(np.fromiter((0.0 if t is None else t for t in raw_ttft), np.float64, n)).tolist()
-    return latency, [None if t is None else v for t, v in zip(raw_ttft, ttft, strict=True)]
+    if None in raw_ttft:
+        values = np.fromiter((0.0 if t is None else t for t in raw_ttft), np.float64, n)
+        rounded = round3(values).tolist()
+        ttft = [None if t is None else v for t, v in zip(raw_ttft, rounded, strict=True)]
+    else:
+        ttft = round3(np.array(raw_ttft, np.float64)).tolist()
+    return latency, ttft, latency != raw_latency or ttft != raw_ttft
 
 
-def _consistent(
-    status: str, error_type: str | None, ttft: float | None, latency: float, cached: int, inp: int
-) -> bool:
-    """The cross-field rules (``RequestEvent._consistent``), on rounded durations."""
-    if (status == "ok") == (error_type is not None):
-        return False
-    if ttft is not None and ttft > latency:
-        return False
-    return cached <= inp
+def _decode_wires(lines: Sequence[bytes]) -> tuple[list[Any], list[int], list[int]]:
+    """The rows msgspec decodes, their indices, and the indices of the lines it refused.
 
-
-def validate_lines(lines: Sequence[bytes], *, now: datetime | None = None) -> ValidBatch:
-    """Validate encoded events (one JSON object each); valid ones as columns.
-
-    Every input is either in ``events`` (with its index) or in ``rejects``
-    with the same field and reason ``decode_event`` gives it.
+    The usual batch (every line short enough and decoded) is one ``map`` in C.
     """
-    now = now or datetime.now(UTC)
+    n = len(lines)
+    if n and max(map(len, lines)) <= MAX_EVENT_BYTES:
+        try:
+            return list(map(_DECODE, lines)), list(range(n)), []
+        except _WIRE_ERRORS:
+            pass
     wires: list[Any] = []
     where: list[int] = []
     slow: list[int] = []
@@ -299,66 +424,108 @@ def validate_lines(lines: Sequence[bytes], *, now: datetime | None = None) -> Va
             except _WIRE_ERRORS:
                 pass
         slow.append(i)
+    return wires, where, slow
+
+
+@dataclass(slots=True)
+class _Judged:
+    """The rows the fast path keeps, with the values the model would give them.
+
+    Rows it refuses (a pattern, the time range or a cross-field rule broken,
+    or a form it does not take as it is) are left out: the model judges them.
+    """
+
+    wires: list[Any]
+    where: list[int]
+    refused: list[int]
+    event_id: list[str]  # as given (the canonical pattern, either case)
+    ts: list[str]  # as given
+    ts_ms: list[int]
+    latency_ms: list[float]  # rounded
+    ttft_ms: list[float | None]  # rounded
+    #: every stamp's length if all are of one ``_utc_stamp_length`` form, else None
+    ts_size: int | None = None
+    #: whether rounding changed a duration of the batch (of a kept row or not)
+    rounded: bool = True
+
+
+def _judge(wires: list[Any], where: list[int], now_us: int) -> _Judged:
+    """Patterns and time for whole columns, the cross-field rules in one pass."""
+    latency, ttft, rounded = _round_durations(wires)
+    n = len(wires)
+    raw_ts = [w.ts for w in wires]
+    ts_size = _utc_stamp_length("\n".join(raw_ts), n)
+    ts_ok = None if ts_size else _matching(raw_ts, _RFC3339, _RFC3339_RUN)[1]
+    checked_ts = raw_ts
+    if ts_ok is not None:
+        checked_ts = [t if good else _NO_TS for t, good in zip(raw_ts, ts_ok, strict=True)]
+    stamps = _ts_column(checked_ts, now_us)
+    event_id = [w.event_id for w in wires]
+    if not _uuid_column("\n".join(event_id), n):
+        _, ids_ok = _matching(event_id, _UUID, _UUID_RUN)
+        if ids_ok is not None:
+            stamps = [t if good else None for t, good in zip(stamps, ids_ok, strict=True)]
+    ok = [
+        t is not None and (w.status == "ok") != (w.error_type is not None)
+        # ``RequestEvent._consistent``, on rounded durations
+        and (f is None or f <= lat) and w.cached_input_tokens <= w.input_tokens
+        for w, t, f, lat in zip(wires, stamps, ttft, latency, strict=True)
+    ]  # fmt: skip
+    # ``ts_ms`` holds None only in rows that are not ``ok``, which ``_only`` drops.
+    got = _Judged(wires, where, [], event_id, raw_ts, stamps, latency, ttft, ts_size, rounded)  # type: ignore[arg-type]
+    return got if all(ok) else _only(got, ok)
+
+
+def _only(got: _Judged, ok: list[bool]) -> _Judged:
+    """``got`` without the rows not ``ok``, which join ``refused`` (kept in input order)."""
+    keep = [j for j, good in enumerate(ok) if good]
+    refused = [got.where[j] for j, good in enumerate(ok) if not good]
+    return _Judged(
+        [got.wires[j] for j in keep],
+        [got.where[j] for j in keep],
+        sorted(got.refused + refused) if got.refused else refused,
+        [got.event_id[j] for j in keep],
+        [got.ts[j] for j in keep],
+        [got.ts_ms[j] for j in keep],
+        [got.latency_ms[j] for j in keep],
+        [got.ttft_ms[j] for j in keep],
+        got.ts_size,
+        got.rounded,
+    )
+
+
+def validate_lines(lines: Sequence[bytes], *, now: datetime | None = None) -> ValidBatch:
+    """Validate encoded events (one JSON object each); valid ones as columns.
+
+    Every input is either in ``events`` (with its index) or in ``rejects``
+    with the same field and reason ``decode_event`` gives it.
+    """
+    now = now or datetime.now(UTC)
+    wires, where, slow = _decode_wires(lines)
     cols = EventColumns()
     if wires:
-        latency, ttft = _round_durations(wires)
-        raw_ts = [w.ts for w in wires]
-        _, ts_ok = _matching(raw_ts, _RFC3339, _RFC3339_RUN)
-        if ts_ok is not None:
-            raw_ts = [t if good else _NO_TS for t, good in zip(raw_ts, ts_ok, strict=True)]
-        stamps = _ts_column(raw_ts, _us(now))
-        ids, ids_ok = _matching([w.event_id for w in wires], _UUID, _UUID_RUN)
-        if ids_ok is None:
-            # bytes.fromhex skips the newlines: 16 bytes an event, in order.
-            flat = bytes.fromhex(ids.replace("-", ""))
-            event_id = [flat[k : k + 16] for k in range(0, len(flat), 16)]
-        else:
-            event_id = [
-                bytes.fromhex(w.event_id.replace("-", "")) if good else b""
-                for w, good in zip(wires, ids_ok, strict=True)
-            ]
-            stamps = [t if good else None for t, good in zip(stamps, ids_ok, strict=True)]
-        status = [w.status for w in wires]
-        error_type = [w.error_type for w in wires]
-        cached = [w.cached_input_tokens for w in wires]
-        inputs = [w.input_tokens for w in wires]
-        ok = [
-            t is not None and _consistent(s, e, f, lat, c, n)
-            for t, s, e, f, lat, c, n in zip(
-                stamps, status, error_type, ttft, latency, cached, inputs, strict=True
-            )
-        ]
-        if not all(ok):
-            # A rare row the fast path refuses: the model gives its reason.
-            slow.extend(where[j] for j, good in enumerate(ok) if not good)
-            keep = [j for j, good in enumerate(ok) if good]
-            wires = [wires[j] for j in keep]
-            event_id = [event_id[j] for j in keep]
-            where = [where[j] for j in keep]
-            stamps = [stamps[j] for j in keep]
-            latency = [latency[j] for j in keep]
-            ttft = [ttft[j] for j in keep]
-            status = [status[j] for j in keep]
-            error_type = [error_type[j] for j in keep]
-            cached = [cached[j] for j in keep]
-            inputs = [inputs[j] for j in keep]
+        got = _judge(wires, where, _us(now))
+        slow.extend(got.refused)
+        wires = got.wires
+        # bytes.fromhex skips the newlines: 16 bytes an event, in order.
+        flat = bytes.fromhex("\n".join(got.event_id).replace("-", ""))
         cols = EventColumns(
-            index=where,
-            event_id=event_id,
-            ts_ms=stamps,  # type: ignore[arg-type]  # no None left
+            index=got.where,
+            event_id=[flat[k : k + 16] for k in range(0, len(flat), 16)],
+            ts_ms=got.ts_ms,
             gateway_id=[w.gateway_id for w in wires],
             region=[w.region for w in wires],
             model=[w.model for w in wires],
             provider=[w.provider for w in wires],
             stream=[w.stream for w in wires],
-            status=status,
-            error_type=error_type,
+            status=[w.status for w in wires],
+            error_type=[w.error_type for w in wires],
             http_status=[w.http_status for w in wires],
-            ttft_ms=ttft,
-            latency_ms=latency,
-            input_tokens=inputs,
+            ttft_ms=got.ttft_ms,
+            latency_ms=got.latency_ms,
+            input_tokens=[w.input_tokens for w in wires],
             output_tokens=[w.output_tokens for w in wires],
-            cached_input_tokens=cached,
+            cached_input_tokens=[w.cached_input_tokens for w in wires],
         )
     rejects: list[tuple[int, InvalidEvent]] = []
     if slow:
@@ -372,6 +539,192 @@ def validate_lines(lines: Sequence[bytes], *, now: datetime | None = None) -> Va
         if merged:
             cols = _merge(cols, merged)
     return ValidBatch(cols, rejects)
+
+
+@dataclass(slots=True)
+class EncodedBatch:
+    """Valid events as their wire bytes; ``index`` is each one's place in the input."""
+
+    index: list[int]
+    #: each valid event's compact JSON, byte for byte ``encode_event`` of the model's event
+    lines: list[bytes]
+    model: list[str]
+    #: (index in the input, the rule it broke), in input order
+    rejects: list[tuple[int, InvalidEvent]]
+
+
+def _ts_texts(ts_ms: list[int]) -> list[str]:
+    """What orjson (``OPT_UTC_Z``) writes for each UTC datetime of these unix ms.
+
+    orjson writes six fraction digits when the microsecond is not zero and
+    none when it is; numpy formats the whole column in C, and the fraction
+    of whole seconds is dropped from the joined text (all stamps have the
+    same length, 1970-9999, so ``.000000Z`` can only be such a fraction).
+    """
+    if not ts_ms:
+        return []
+    texts: list[str] = np.datetime_as_string(
+        np.array(ts_ms, dtype="datetime64[ms]"), unit="us"
+    ).tolist()
+    return ("Z\n".join(texts) + "Z").replace(".000000Z", "Z").split("\n")
+
+
+def _encode_judged(got: _Judged, lines: Sequence[bytes] | None) -> EncodedBatch:
+    """The kept rows' wire bytes: the canonical values put in, one msgspec call for all.
+
+    ``encode_event`` writes the model's values: the event id in lower case,
+    the time in UTC to the millisecond, the durations rounded. Only a column
+    that differs from them is written into the rows. When no column differed
+    and ``lines`` (the input) already are those bytes, they are kept as they
+    are (each line is one JSON object, so equal concatenations mean equal
+    lines).
+    """
+    wires = got.wires
+    if not wires:
+        return EncodedBatch([], [], [], [])
+    changed = False
+    event_id = "\n".join(got.event_id).lower().split("\n")
+    if event_id != got.event_id:
+        changed = True
+        for w, v in zip(wires, event_id, strict=True):
+            w.event_id = v
+    ts = _utc_stamp_texts(got.ts, got.ts_size) if got.ts_size else None
+    if ts is None:
+        ts = _ts_texts(got.ts_ms)
+    if ts != got.ts:
+        changed = True
+        for w, v in zip(wires, ts, strict=True):
+            w.ts = v
+    if got.rounded:
+        changed = True
+        for w, d, t in zip(wires, got.latency_ms, got.ttft_ms, strict=True):
+            w.latency_ms = d
+            w.ttft_ms = t
+    blob = _ENCODE_LINES(wires)
+    out: list[bytes] | None = None
+    if lines is not None and not changed:
+        given = [lines[i] for i in got.where] if len(got.where) < len(lines) else list(lines)
+        if len(blob) == sum(map(len, given)) + len(given) and blob == b"\n".join(given) + b"\n":
+            out = given
+    if out is None:
+        # A JSON text holds no raw newline (it is escaped in strings): one cut per row.
+        out = blob.split(b"\n")
+        out.pop()
+    return EncodedBatch(got.where, out, [w.model for w in wires], [])
+
+
+def encode_lines_fast(lines: Sequence[bytes], *, now: datetime) -> tuple[EncodedBatch, list[int]]:
+    """The lines the fast path accepts, encoded; and the indices of all the others.
+
+    For a caller that judges the others its own way (the HTTP door keeps its
+    dead-letter economy for them); ``encode_lines`` judges them by the model.
+    """
+    wires, where, slow = _decode_wires(lines)
+    got = _judge(wires, where, _us(now))
+    if got.refused:
+        slow = sorted(slow + got.refused)
+    return _encode_judged(got, lines), slow
+
+
+def encode_array_fast(body: bytes, *, now: datetime) -> tuple[EncodedBatch, list[int]] | None:
+    """``encode_lines_fast`` for a JSON array of events, decoded by one msgspec call.
+
+    None when msgspec does not take the body as an array of the contract's
+    objects (anything malformed, one item of another shape, a single
+    object): the caller decodes it its own way.
+    """
+    try:
+        wires = _DECODE_ARRAY(body)
+    except _WIRE_ERRORS:
+        return None
+    got = _judge(wires, list(range(len(wires))), _us(now))
+    return _encode_judged(got, None), got.refused
+
+
+def _convert_wires(docs: Sequence[Any]) -> tuple[list[Any], list[int], list[int]]:
+    """The rows msgspec builds from values in memory, their indices, and the others'.
+
+    ``schema_version`` must be an ``int`` itself (the model's rule: an int
+    subclass is refused), which msgspec does not tell apart: that type is
+    checked for the whole batch in one pass in C. Anything else msgspec
+    refuses (a ``UUID`` or ``datetime`` object, a float subclass such as
+    numpy's, a non-str key, not a dict at all) is left to the model.
+    """
+    try:
+        if set(map(type, map(_VERSION, docs))) == {int}:
+            return msgspec.convert(docs, _VALUES), list(range(len(docs))), []
+    except Exception:  # any refusal: item by item below
+        pass
+    wires: list[Any] = []
+    where: list[int] = []
+    slow: list[int] = []
+    for i, doc in enumerate(docs):
+        try:
+            if type(doc["schema_version"]) is int:
+                wires.append(msgspec.convert(doc, _Values))
+                where.append(i)
+                continue
+        except Exception:  # the model says why
+            pass
+        slow.append(i)
+    return wires, where, slow
+
+
+def _writable(wire: Any) -> bool:
+    try:
+        _ENCODE(wire)
+    except TypeError:
+        return False
+    return True
+
+
+def encode_values_fast(docs: Sequence[Any], *, now: datetime) -> tuple[EncodedBatch, list[int]]:
+    """``encode_lines_fast`` for events already in memory (dicts): what it accepts, encoded.
+
+    msgspec builds the rows from the values in one call (``msgspec.convert``,
+    compiled: the same types and bounds as the lines), then the same column
+    checks and the same encoding as for lines. The indices of every other
+    item are returned for the model's path (``schemas.batch_docs.encode_docs``).
+    """
+    wires, where, slow = _convert_wires(docs)
+    got = _judge(wires, where, _us(now))
+    try:
+        encoded = _encode_judged(got, None)
+    except TypeError:
+        # A value msgspec keeps but cannot write (a str subclass): its rows go to the model.
+        got = _only(got, list(map(_writable, got.wires)))
+        try:
+            encoded = _encode_judged(got, None)
+        except Exception:  # anything else: the model judges the batch
+            return EncodedBatch([], [], [], []), list(range(len(docs)))
+    if got.refused:
+        slow = sorted(slow + got.refused)
+    return encoded, slow
+
+
+def encode_lines(lines: Sequence[bytes], *, now: datetime | None = None) -> EncodedBatch:
+    """Validate encoded events and encode the valid ones, ``encode_event``'s bytes exactly.
+
+    Like ``validate_lines`` (the same decisions, the same reasons from
+    ``decode_event`` for what it rejects), without columns nor event
+    objects for the valid events the fast path takes.
+    """
+    now = now or datetime.now(UTC)
+    fast, slow = encode_lines_fast(lines, now=now)
+    if not slow:
+        return fast
+    rows = list(zip(fast.index, fast.lines, fast.model, strict=True))
+    for i in slow:
+        try:
+            ev = decode_event(lines[i], now=now)
+        except InvalidEvent as exc:
+            fast.rejects.append((i, exc))
+            continue
+        rows.append((i, encode_event(ev), ev.model))
+    rows.sort(key=lambda r: r[0])
+    return EncodedBatch(
+        [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], fast.rejects
+    )
 
 
 def _merge(cols: EventColumns, extra: list[tuple[int, RequestEvent]]) -> EventColumns:

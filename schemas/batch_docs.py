@@ -1,26 +1,28 @@
 """Validate a batch of events already in memory (dicts), and encode the valid ones.
 
 ``schemas.batch.validate_lines`` validates encoded lines (msgspec parses the
-bytes straight into its ``Struct``). The doors hold values instead: the
-emitter's ``emit(dict)``, a JSON body's items, mapped OTLP spans. For them
-the same field rules run as one pydantic-core call over the batch (a
+bytes straight into its ``Struct``). The doors also hold values: the
+emitter's ``emit(dict)``, the items of a body the raw-bytes path refused,
+mapped OTLP spans. For them ``encode_docs`` first runs
+``schemas.batch.encode_values_fast`` (``msgspec.convert`` of the whole batch
+into the same ``Struct``, the same column checks, one msgspec encode), then,
+over what that refused, the same field rules as one pydantic-core call (a
 TypedDict schema taken from ``RequestEvent``'s own fields and bounds), the
 time range with the same numpy column parse as ``validate_lines``, and the
-cross-field rules in one short Python pass. Whatever this fast path does not
-take as it is (a ``datetime`` or ``UUID`` object, a NaN, any broken rule) is
+cross-field rules in one short Python pass. Whatever neither fast path takes
+as it is (a ``datetime`` or ``UUID`` object, a NaN, any broken rule) is
 judged by ``validate_event``, so the reasons are the model's words;
-``tests/unit/schemas/test_encode_docs.py`` holds the two to the same
-decisions and to ``encode_event``'s exact bytes over JSON and Python values.
+``tests/unit/schemas/test_encode_docs.py`` and ``test_encode_values.py`` hold
+them to the same decisions and to ``encode_event``'s exact bytes over JSON
+and Python values.
 
-``encode_docs`` also encodes the valid events from the validated rows (one
-orjson call per batch), so the doors hand on bytes, never a model instance
-per event.
+The valid events are encoded from the validated rows (one call per batch),
+so the doors hand on bytes, never a model instance per event.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -29,7 +31,17 @@ import orjson
 from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
-from schemas.batch import _NO_TS, EventColumns, ValidBatch, _ts_column, _us, round3
+from schemas.batch import (
+    _NO_TS,
+    EncodedBatch,
+    EventColumns,
+    ValidBatch,
+    _ts_column,
+    _ts_texts,
+    _us,
+    encode_values_fast,
+    round3,
+)
 from schemas.codec import validate_event
 from schemas.errors import InvalidEvent
 from schemas.event import _RFC3339, RequestEvent
@@ -184,54 +196,46 @@ def _judge(
     return kept
 
 
-@dataclass(slots=True)
-class EncodedBatch:
-    """Valid events as their wire bytes; ``index`` is each one's place in the input."""
-
-    index: list[int]
-    #: each valid event's compact JSON, byte for byte ``encode_event`` of the model's event
-    lines: list[bytes]
-    model: list[str]
-    #: (index in the input, the rule it broke), in input order
-    rejects: list[tuple[int, InvalidEvent]]
-
-
 def encode_docs(docs: Sequence[Any], *, now: datetime | None = None) -> EncodedBatch:
     """Validate decoded events like ``validate_docs``, and encode the valid ones.
 
-    For the doors that only pass events on (the emitter, the HTTP door): the
-    rows pydantic-core built are encoded as they are, with ``event_id`` and
-    ``ts`` put in the model's canonical form, and no columns nor event
-    objects are built.
+    For the doors that only pass events on (the emitter, the HTTP door). The
+    usual dict goes through ``schemas.batch.encode_values_fast`` (msgspec
+    builds the rows in one call, the batch is encoded in one more); the
+    others through pydantic-core over the rest of the batch, whose rows are
+    encoded as they are, with ``event_id`` and ``ts`` put in the model's
+    canonical form. No columns nor event objects are built.
     """
+    now = now or datetime.now(UTC)
+    fast, others = encode_values_fast(docs, now=now)
+    if not others:
+        return fast
     rejects: list[tuple[int, InvalidEvent]] = []
-    kept = _judge(list(docs), list(range(len(docs))), rejects, now or datetime.now(UTC))
+    kept = _judge([docs[i] for i in others], others, rejects, now)
     rows = [k[1] for k in kept]
     for row, ts in zip(rows, _ts_texts([k[2] for k in kept]), strict=True):
         eid = row["event_id"]
         row["event_id"] = eid.lower() if len(eid) == 36 else _uuid_text(eid)
         row["ts"] = ts
-    return EncodedBatch(
+    judged = EncodedBatch(
         [k[0] for k in kept], _encode_rows(rows), [r["model"] for r in rows], rejects
     )
+    if not fast.index:
+        return judged
+    both = sorted(
+        [
+            *zip(fast.index, fast.lines, fast.model, strict=True),
+            *zip(judged.index, judged.lines, judged.model, strict=True),
+        ],
+        key=lambda r: r[0],
+    )
+    return EncodedBatch([r[0] for r in both], [r[1] for r in both], [r[2] for r in both], rejects)
 
 
 def _uuid_text(hex32: str) -> str:
     """The 8-4-4-4-12 form of 32 lower-case hex digits (``str(UUID)``)."""
     h = hex32
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def _ts_texts(ts_ms: list[int]) -> list[str]:
-    """What orjson (``OPT_UTC_Z``) writes for each UTC datetime of these unix ms.
-
-    orjson writes six fraction digits when the microsecond is not zero and
-    none when it is; numpy formats the whole column in C.
-    """
-    texts: list[str] = np.datetime_as_string(
-        np.array(ts_ms, dtype="datetime64[ms]"), unit="us"
-    ).tolist()
-    return [t[:-7] + "Z" if t.endswith(".000000") else t + "Z" for t in texts]
 
 
 #: Between two objects of a compact JSON array of flat objects, and nowhere else

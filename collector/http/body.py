@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ import zstandard
 
 from collector.encoding import raw_bytes
 from collector.handoff import Rejected
+from schemas.batch import EncodedBatch, encode_array_fast, encode_lines_fast
 from schemas.batch_docs import encode_docs
 from schemas.codec import MAX_EVENT_BYTES
 from schemas.errors import InvalidEvent
@@ -279,16 +281,25 @@ class Parsed:
         return self.rejected_count > len(self.rejected)
 
 
+#: (index, line, raw bytes or None) of an item
+_Where = tuple[int, int | None, bytes | None]
+
+
 class EventBatch:
     """Items waiting for validation, in input order, validated ``_CHUNK`` at a time.
 
     Shared by both doors (``/v1/events`` and ``/v1/traces``): whatever the body's
     format, an event is judged by the same rules, with the same ``now``.
 
-    Each chunk is one call of the batch validator (``schemas.batch_docs.encode_docs``:
-    pydantic-core over the whole chunk, the model's own reasons for what it
-    rejects) that also encodes the valid events: they travel to the handoff as
-    their wire bytes (``ValidEvents``), without an event object per event.
+    An event body's lines (or array items) first go through the raw-bytes
+    validator (``schemas.batch.encode_lines_fast``/``encode_array_fast``:
+    msgspec over the bytes, whole columns checked at once, the valid events
+    encoded in one call); what it accepts is handed in with ``take``. Every
+    other item is ``add``-ed, and each chunk of them is one call of
+    ``schemas.batch_docs.encode_docs`` (pydantic-core over the chunk, the
+    model's own reasons for what it rejects). Either way the valid events
+    travel to the handoff as their wire bytes (``ValidEvents``), without an
+    event object per event, in input order.
     """
 
     def __init__(self, parsed: Parsed, *, source: str, now: datetime) -> None:
@@ -298,8 +309,20 @@ class EventBatch:
         parsed.events.now = now
         self.items: list[Any] = []
         #: (index, line, raw bytes or None) of each item
-        self.where: list[tuple[int, int | None, bytes | None]] = []
+        self.where: list[_Where] = []
         self.undecodable = 0
+        #: events the fast path accepted since the last flush; ``index`` is the input's
+        self.taken: list[EncodedBatch] = []
+
+    def take(self, valid: EncodedBatch) -> None:
+        """Valid events, already encoded, with their indices in the input.
+
+        They go to ``events`` at the next ``flush``, in order with the items
+        added meanwhile: every index taken must come after those of the
+        items flushed before.
+        """
+        if valid.lines:
+            self.taken.append(valid)
 
     def add(self, index: int, line: int | None, raw: bytes | None, item: Any) -> None:
         if item is _COUNT_ONLY or (self.parsed.full and not isinstance(item, dict)):
@@ -314,7 +337,10 @@ class EventBatch:
 
     def flush(self) -> None:
         items, where = self.items, self.where
+        taken, self.taken = self.taken, []
         if not items:
+            for valid in taken:
+                self.parsed.events.extend(valid)
             return
         if self.undecodable:
             pos = [k for k, item in enumerate(items) if not isinstance(item, Unusable)]
@@ -322,9 +348,12 @@ class EventBatch:
             bad = [(pos[k], exc) for k, exc in batch.rejects]
             bad += [(k, item.error) for k, item in enumerate(items) if isinstance(item, Unusable)]
             bad.sort(key=lambda b: b[0])
+            batch.index = [pos[k] for k in batch.index]
         else:
             batch = encode_docs(items, now=self.now)
             bad = batch.rejects
+        if taken:
+            batch = _in_order(taken, batch, where)
         self.parsed.events.extend(batch)
         for k, exc in bad:
             index, line, raw = where[k]
@@ -348,6 +377,18 @@ class EventBatch:
         parsed.lines.append(line)
 
 
+def _in_order(taken: list[EncodedBatch], judged: EncodedBatch, where: list[_Where]) -> EncodedBatch:
+    """The taken events and those ``encode_docs`` accepted (``index`` into ``where``), by index."""
+    rows = [
+        (where[k][0], line, model)
+        for k, line, model in zip(judged.index, judged.lines, judged.model, strict=True)
+    ]
+    for valid in taken:
+        rows += zip(valid.index, valid.lines, valid.model, strict=True)
+    rows.sort(key=lambda r: r[0])
+    return EncodedBatch([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [])
+
+
 def parse_events(
     body: bytes,
     kind: str,
@@ -363,26 +404,88 @@ def parse_events(
     holds the first ``keep`` rejected items (``rejected_count`` counts them all).
     More than ``max_items`` items (array elements, or NDJSON lines, blank ones
     included) is a 413: the work per request is bounded by count, not only by bytes.
+
+    The raw-bytes validator takes the usual event first, from the body's
+    bytes; only what it does not accept is decoded to a value here and
+    judged by the model (``EventBatch``), exactly as before it existed.
     """
     parsed = Parsed(keep=keep)
     batch = EventBatch(parsed, source=source, now=now or datetime.now(UTC))
     if kind == "json":
-        for index, item in enumerate(_json_items(body, max_items)):
-            batch.add(index, None, None, item)
+        _parse_array(body, batch, max_items)
     else:
         _check_line_count(body, max_items)
-        add, loads, limit = batch.add, orjson.loads, MAX_EVENT_BYTES
-        for index, (lineno, line) in enumerate(_ndjson_lines(body)):
-            if len(line) <= limit and not parsed.full:
-                try:
-                    item = loads(line)  # the usual line: no more work than this
-                except orjson.JSONDecodeError:
-                    item = _decode_line(line, False)  # the reason, in the usual words
-            else:
-                item = _decode_line(line, parsed.full)
-            add(index, lineno, line, item)
+        lines, numbers = _ndjson_split(body)
+        for start in range(0, len(lines), _CHUNK):
+            part = lines[start : start + _CHUNK]
+            valid, others = encode_lines_fast(part, now=batch.now)
+            if start:
+                valid.index = [start + k for k in valid.index]
+            batch.take(valid)
+            # Fewer than _CHUNK items are added here unless every line of the part
+            # is: no flush of add's comes between the taken events and these items.
+            for k in others:
+                index = start + k
+                _add_line(batch, index, index + 1 if numbers is None else numbers[index], part[k])
+            batch.flush()
     batch.flush()
     return parsed
+
+
+def _add_line(batch: EventBatch, index: int, lineno: int, line: bytes) -> None:
+    """An NDJSON line the fast path did not take: its value (or why it has none), judged."""
+    if len(line) <= MAX_EVENT_BYTES and not batch.parsed.full:
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            item = _decode_line(line, False)  # the reason, in the usual words
+    else:
+        item = _decode_line(line, batch.parsed.full)
+    batch.add(index, lineno, line, item)
+
+
+def _parse_array(body: bytes, batch: EventBatch, max_items: int) -> None:
+    """A JSON body: one msgspec call for an array of the usual events, else orjson's values."""
+    _check_comma_count(body, max_items)
+    fast = encode_array_fast(body, now=batch.now)
+    if fast is None:
+        for index, item in enumerate(_json_items(body, max_items)):
+            batch.add(index, None, None, item)
+        return
+    valid, others = fast
+    n = len(valid.index) + len(others)
+    if n > max_items:
+        raise _too_many_items(n, max_items)
+    if not others:
+        batch.take(valid)
+        return
+    items = _json_items(body, max_items)  # the values the model judges, as before
+    for start in range(0, n, _CHUNK):
+        end = start + _CHUNK
+        lo, hi = bisect_left(valid.index, start), bisect_left(valid.index, end)
+        batch.take(EncodedBatch(valid.index[lo:hi], valid.lines[lo:hi], valid.model[lo:hi], []))
+        for index in others[bisect_left(others, start) : bisect_left(others, end)]:
+            batch.add(index, None, None, items[index])
+        batch.flush()
+
+
+def _ndjson_split(body: bytes) -> tuple[list[bytes], list[int] | None]:
+    """The non-blank lines of an NDJSON body and their numbers (None: line k is number k + 1).
+
+    The usual body (no blank line, none too long) is cut in C; any other
+    takes ``_ndjson_lines``.
+    """
+    lines = body.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()  # the last line's newline
+    if (
+        all(lines)
+        and not any(map(bytes.isspace, lines))
+        and max(map(len, lines), default=0) <= MAX_EVENT_BYTES + 1
+    ):
+        return lines, None
+    numbered = list(_ndjson_lines(body))
+    return [line for _, line in numbered], [n for n, _ in numbered]
 
 
 def _ndjson_lines(body: bytes) -> Iterator[tuple[int, bytes]]:
@@ -405,13 +508,24 @@ def _ndjson_lines(body: bytes) -> Iterator[tuple[int, bytes]]:
 _COMMAS_PER_ITEM = 24
 
 
-def _json_items(body: bytes, max_items: int) -> list[Any]:
+def _check_comma_count(body: bytes, max_items: int) -> None:
     if body.count(b",") > max_items * _COMMAS_PER_ITEM:
         raise BodyError(
             413,
             f"JSON body holds more values than {max_items} events could; "
             f"the limit is {max_items} events per request: send smaller batches",
         )
+
+
+def _too_many_items(n: int, max_items: int) -> BodyError:
+    return BodyError(
+        413,
+        f"JSON array has {n} items, over the limit of {max_items} per request; "
+        "send smaller batches",
+    )
+
+
+def _json_items(body: bytes, max_items: int) -> list[Any]:
     try:
         doc: Any = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -421,11 +535,7 @@ def _json_items(body: bytes, max_items: int) -> list[Any]:
     if not isinstance(doc, list):
         raise BodyError(400, "a JSON body must be an array of event objects")
     if len(doc) > max_items:
-        raise BodyError(
-            413,
-            f"JSON array has {len(doc)} items, over the limit of {max_items} per request; "
-            "send smaller batches",
-        )
+        raise _too_many_items(len(doc), max_items)
     return doc
 
 
