@@ -65,8 +65,9 @@ __all__ = [
 DEFAULT_BATCH = 25_000
 #: Rejected lines stored per run (per file); the others are counted, not stored.
 MAX_REJECTS_KEPT = 10_000
-#: Fold stored rows into the buckets every this many events, so that a refresh
-#: never holds more than this many rows in memory (a 1 GB file stays bounded).
+#: Fold stored rows into the buckets held in memory every this many events, so
+#: that no read holds more than this many rows (a 1 GB file stays bounded); the
+#: buckets are stored and the stats published once, at the end.
 REFRESH_EVERY = 200_000
 _SAMPLES = 20
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -325,7 +326,7 @@ def ingest_lines(
         if on_batch:
             on_batch(report)
         if refresher is not None and since_refresh >= REFRESH_EVERY:
-            report.refresh = refresher.refresh(ch)
+            refresher.fold(ch)
             since_refresh = 0
     if refresher is not None:
         report.refresh = refresher.refresh(ch)

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from processors.clickhouse import ClickHouse
-from processors.embedded.refresh import refresh
+from processors.embedded.refresh import published_is_current, refresh
 from processors.export.display import STATS_TABLE_COLUMNS, stats_table_rows
 from processors.export.document import iso
 from telemetry.context import console, settings_from
@@ -38,7 +38,9 @@ def register(app: typer.Typer) -> None:
         settings = settings_from(ctx)
         ch = open_reader(settings)
         if settings.embedded and isinstance(ch, ClickHouse) and ch.is_embedded:
-            refresh(ch)  # embedded, no `telemetry run` owning it: bring the window up to now
+            # embedded, no `telemetry run` owning it: bring the window up to now
+            if not published_is_current(ch):
+                refresh(ch)
         rows = ch.query_dicts(_QUERY, {"model": model or ""})
         if as_json:
             for r in rows:
