@@ -37,10 +37,11 @@ def register(app: typer.Typer) -> None:
         """Print the current rolling 7-day stats, per model and per (model, provider)."""
         settings = settings_from(ctx)
         ch = open_reader(settings)
-        if settings.embedded and isinstance(ch, ClickHouse) and ch.is_embedded:
-            # embedded, no `telemetry run` owning it: bring the window up to now
-            if not published_is_current(ch):
-                refresh(ch)
+        # Embedded, no `telemetry run` owning it: bring the window up to now
+        # (nothing to do when the last publication is still current).
+        own = isinstance(ch, ClickHouse) and settings.embedded and ch.is_embedded
+        if isinstance(ch, ClickHouse) and own and not published_is_current(ch):
+            refresh(ch)
         rows = ch.query_dicts(_QUERY, {"model": model or ""})
         if as_json:
             for r in rows:
