@@ -28,6 +28,7 @@ once (``processors.embedded.refresh``).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -86,7 +87,14 @@ CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE}
 #: The lines of a block (line number, text), for the SQL rules.
 _RAW = "telemetry_ingest_lines"
 _RAW_DDL = f"CREATE TEMPORARY TABLE IF NOT EXISTS {_RAW} (n UInt64, line String) ENGINE = Memory"
-_STAGE_VALID = stage_valid_sql(_RAW, _STAGE)
+#: The engine's threads for the SQL rules: the block goes in as this many
+#: Arrow batches (rows of the lines table), each checked and staged by a thread
+#: of its own. One batch and one thread would leave all cores but one idle.
+_THREADS = max(1, min(os.cpu_count() or 1, 8))
+_STAGE_VALID = (
+    stage_valid_sql(_RAW, _STAGE)
+    + f"SETTINGS max_threads = {_THREADS}, max_insert_threads = {_THREADS}\n"
+)
 #: The block's events whose id is neither stored nor earlier in the block, stored.
 #: ``LIMIT 1 BY`` after ``ORDER BY pos`` keeps an id's first copy, as the
 #: per-event writer did; an id counts once whatever its ``ts``.
@@ -266,7 +274,8 @@ def stage_lines(ch: ClickHouse, block: LineBlock, now: datetime) -> list[int]:
             "line": pa.array(block.lines, pa.binary()),
         }
     )
-    ch.insert_arrow(_RAW, lines)
+    per_thread = max(1, -(-len(block) // _THREADS))
+    ch.insert_arrow(_RAW, pa.Table.from_batches(lines.to_batches(max_chunksize=per_thread)))
     ch.command(_STAGE_VALID, {"now_us": _us(now)})
     table = ch.query_arrow(f"SELECT n FROM {_RAW} WHERE n NOT IN (SELECT pos FROM {_STAGE})")
     ch.command(f"TRUNCATE TABLE {_RAW}")

@@ -38,13 +38,13 @@ from processors.aggregate import (
 from processors.aggregate.columns import BucketInputs
 from processors.aggregate.window import window_start_hour
 from processors.clickhouse import ClickHouse
+from processors.embedded.published import WATERMARK
 from processors.sinks.stats import write_hourly, write_stats
 from schemas.event import EXCLUDED_FROM_ERROR_RATE
 
-__all__ = ["RefreshReport", "Refresher", "published_is_current", "refresh", "unfolded_rows"]
+__all__ = ["RefreshReport", "Refresher", "refresh", "unfolded_rows"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_WATERMARK = "buckets_watermark"
 _INT64_MAX = 2**63 - 1
 #: Rows newer than the watermark, in the window: what the fold needs, as columns.
 _NEW_ROWS = (
@@ -96,38 +96,16 @@ def unfolded_rows(ch: _Reader) -> int:
     return int(rows[0][0]) if rows else 0
 
 
-def published_is_current(ch: _Reader) -> bool:
-    """True when a refresh now would publish the same figures as the last one did.
-
-    That is: every stored row is folded (none newer than the watermark), the
-    last publication came after the watermark moved (a process stopped
-    between the two left it behind), and it was in this hour (the window
-    moves by the hour; within one, the same buckets give the same figures).
-    `telemetry stats` right after `telemetry ingest` then reads instead of
-    reading every bucket back to publish the same rows again.
-    """
-    rows = ch.query(
-        "WITH (SELECT value FROM telemetry.pipeline_state FINAL WHERE name = {n:String}) AS w, "
-        "parseDateTime64BestEffortOrNull(w, 3, 'UTC') AS mark, "
-        "(SELECT max(as_of) FROM telemetry.model_stats_7d_versions) AS published "
-        "SELECT isNotNull(mark) AND published >= mark "
-        "AND toStartOfHour(published) = toStartOfHour(now64(3, 'UTC')) "
-        "AND (SELECT count() FROM telemetry.requests WHERE ingested_at > mark) = 0",
-        {"n": _WATERMARK},
-    )
-    return bool(rows and rows[0][0])
-
-
 def _watermark(ch: _Reader) -> datetime:
     rows = ch.query(
         "SELECT value FROM telemetry.pipeline_state FINAL WHERE name = {n:String}",
-        {"n": _WATERMARK},
+        {"n": WATERMARK},
     )
     return datetime.fromisoformat(rows[0][0]) if rows else _EPOCH
 
 
 def _set_watermark(ch: ClickHouse, value: datetime) -> None:
-    ch.insert("telemetry.pipeline_state", [(_WATERMARK, value.isoformat())], ("name", "value"))
+    ch.insert("telemetry.pipeline_state", [(WATERMARK, value.isoformat())], ("name", "value"))
 
 
 #: A bucket and its ``through`` (unix ms of the newest ``ingested_at`` it holds).

@@ -6,7 +6,7 @@ import asyncio
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, BinaryIO
+from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -18,7 +18,6 @@ from processors.embedded.ingest import (
     ingest_lines,
     validate_lines,
 )
-from processors.kafka_io import EventProducer, dlq_record, ensure_topics
 from processors.store import open_store
 from schemas.codec import iter_ndjson
 from schemas.errors import OperationalError
@@ -26,6 +25,9 @@ from schemas.settings import Settings
 from telemetry.context import console, err_console, fail, settings_from
 from telemetry.embedded.control import socket_path
 from telemetry.safe_text import safe_text
+
+if TYPE_CHECKING:
+    from processors.kafka_io import EventProducer
 
 _CHUNK = 1 << 20
 _SAMPLES = 20
@@ -75,6 +77,8 @@ def _open(source: str) -> tuple[BinaryIO, int | None]:
 
 def _to_kafka(settings: Settings, stream: BinaryIO, source: str) -> IngestReport:
     """Valid events to the events topic; the first ``MAX_REJECTS_KEPT`` rejects to the DLQ."""
+    from processors.kafka_io import EventProducer, dlq_record, ensure_topics  # Kafka mode only
+
     assert settings.kafka is not None  # guarded by the caller
     bootstrap = settings.kafka
     report = IngestReport()

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from processors.clickhouse import ClickHouse
-from processors.embedded.refresh import published_is_current, refresh
+from processors.embedded.published import published_is_current
 from processors.export.display import STATS_TABLE_COLUMNS, stats_table_rows
 from processors.export.document import iso
 from telemetry.context import console, settings_from
@@ -41,6 +41,8 @@ def register(app: typer.Typer) -> None:
         # (nothing to do when the last publication is still current).
         own = isinstance(ch, ClickHouse) and settings.embedded and ch.is_embedded
         if isinstance(ch, ClickHouse) and own and not published_is_current(ch):
+            from processors.embedded.refresh import refresh  # numpy, pyarrow: only to refresh
+
             refresh(ch)
         rows = ch.query_dicts(_QUERY, {"model": model or ""})
         if as_json:
