@@ -69,7 +69,7 @@ MAX_REJECTS_KEPT = 10_000
 #: Fold stored rows into the buckets held in memory every this many events, so
 #: that no read holds more than this many rows (a 1 GB file stays bounded); the
 #: buckets are stored and the stats published once, at the end.
-REFRESH_EVERY = 200_000
+REFRESH_EVERY = 100_000
 _SAMPLES = 20
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
