@@ -38,7 +38,7 @@ from processors.aggregate import (
 from processors.aggregate.columns import BucketInputs
 from processors.aggregate.window import window_start_hour
 from processors.clickhouse import ClickHouse
-from processors.embedded.published import WATERMARK
+from processors.publication import WATERMARK
 from processors.sinks.stats import write_hourly, write_stats
 from schemas.event import EXCLUDED_FROM_ERROR_RATE
 

@@ -11,9 +11,9 @@ import typer
 from rich.table import Table
 
 from processors.clickhouse import ClickHouse
-from processors.embedded.published import published_is_current
 from processors.export.display import STATS_TABLE_COLUMNS, stats_table_rows
 from processors.export.document import iso
+from processors.publication import published_is_current
 from telemetry.context import console, settings_from
 from telemetry.embedded.control import open_reader
 from telemetry.safe_text import safe_text

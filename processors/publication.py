@@ -1,8 +1,8 @@
 """Is the last publication of the embedded stats still what a refresh would publish?
 
-Kept apart from ``refresh`` (numpy, pyarrow, the aggregation core) so that
-`telemetry stats` can ask with nothing but a query, and import the refresh
-only when it has to run one.
+Kept apart from ``processors.embedded`` (numpy, pyarrow, the aggregation core,
+the validators) so that `telemetry stats` can ask with nothing but a query,
+and import the refresh only when it has to run one.
 """
 
 from __future__ import annotations
