@@ -95,13 +95,29 @@ _STAGE_VALID = (
     stage_valid_sql(_RAW, _STAGE)
     + f"SETTINGS max_threads = {_THREADS}, max_insert_threads = {_THREADS}\n"
 )
-#: The block's events whose id is neither stored nor earlier in the block, stored.
+#: The block's events whose id is neither stored nor earlier in the block, as
+#: the rows to store, in a session table: counting them there costs nothing,
+#: where counting them once stored would read the store's columns each block.
+_NEW = "telemetry_ingest_new"
+_COLUMNS = (
+    "event_id, schema_version, ts, gateway_id, region, model, provider, stream, status, "
+    "error_type, http_status, ttft_ms, latency_ms, input_tokens, output_tokens, "
+    "cached_input_tokens, ingested_at"
+)
+_NEW_DDL = f"""
+CREATE TEMPORARY TABLE IF NOT EXISTS {_NEW}
+(
+    event_id UUID, schema_version UInt8, ts DateTime64(3, 'UTC'), gateway_id String,
+    region Nullable(String), model String, provider String, stream Bool, status String,
+    error_type Nullable(String), http_status UInt16, ttft_ms Nullable(Float64),
+    latency_ms Float64, input_tokens UInt64, output_tokens UInt64, cached_input_tokens UInt64,
+    ingested_at DateTime64(3, 'UTC')
+) ENGINE = Memory
+"""
 #: ``LIMIT 1 BY`` after ``ORDER BY pos`` keeps an id's first copy, as the
 #: per-event writer did; an id counts once whatever its ``ts``.
-_STORE = f"""
-INSERT INTO telemetry.requests (event_id, schema_version, ts, gateway_id, region, model,
-    provider, stream, status, error_type, http_status, ttft_ms, latency_ms, input_tokens,
-    output_tokens, cached_input_tokens, ingested_at)
+_SELECT_NEW = f"""
+INSERT INTO {_NEW} ({_COLUMNS})
 SELECT id, 1, ts, gateway_id, region, model, provider, stream, status, error_type,
     http_status, ttft_ms, latency_ms, input_tokens, output_tokens, cached_input_tokens,
     {{at:DateTime64(3, 'UTC')}}
@@ -113,12 +129,8 @@ WHERE id NOT IN (
 ORDER BY pos
 LIMIT 1 BY id
 """
-#: The rows a block stored: its ``ingested_at`` and its ids. ``PREWHERE`` reads
-#: the ids only where the stamp matches, not the whole column for every block.
-_STORED = (
-    "SELECT count() FROM telemetry.requests PREWHERE ingested_at = {at:DateTime64(3, 'UTC')} "
-    "WHERE event_id IN (SELECT toUUID(UUIDNumToString(event_id)) FROM " + _STAGE + ")"
-)
+#: The one statement that stores them: a block is stored whole or not at all.
+_STORE = f"INSERT INTO telemetry.requests ({_COLUMNS}) SELECT {_COLUMNS} FROM {_NEW}"
 
 
 @dataclass(slots=True)
@@ -230,16 +242,20 @@ def write_events(ch: ClickHouse, events: pa.Table) -> int:
     """Store the staged events and ``events`` whose ``event_id`` is new; return how many.
 
     ``events`` joins what ``stage_lines`` staged for the block; then one
-    ``INSERT ... SELECT`` stores every staged event whose id is neither
-    stored already nor on an earlier line (``pos``). The stored rows carry
-    one ``ingested_at`` per block, which is how the new ones are counted.
+    ``INSERT ... SELECT`` picks every staged event whose id is neither
+    stored already nor on an earlier line (``pos``), and one more stores
+    them. The stored rows carry one ``ingested_at`` per block.
     """
     at = _stamps.next()
     ch.command(_STAGE_DDL)
+    ch.command(_NEW_DDL)
+    ch.command(f"TRUNCATE TABLE {_NEW}")
     ch.insert_arrow(_STAGE, events)
-    ch.command(_STORE, {"at": at})
-    rows = ch.query(_STORED, {"at": at})
+    ch.command(_SELECT_NEW, {"at": at})
+    rows = ch.query(f"SELECT count() FROM {_NEW}")
+    ch.command(_STORE)
     ch.command(f"TRUNCATE TABLE {_STAGE}")
+    ch.command(f"TRUNCATE TABLE {_NEW}")
     return int(rows[0][0])
 
 

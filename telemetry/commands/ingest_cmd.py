@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,6 +157,10 @@ def register(app: typer.Typer) -> None:
                     "ingest instead (POST /v1/events, or telemetry simulate --to http://HOST:PORT)"
                 )
             raise
+        # What this process has loaded so far (modules, the engine's client)
+        # lives as long as it does: out of the cyclic collector's way, whose
+        # full passes would otherwise walk it again and again during the file.
+        gc.freeze()
         head = _Head()
         show = not quiet and size is not None and err_console.is_terminal
         with Progress(
