@@ -10,7 +10,7 @@ the ratio is what counts, not the seconds.
     python bench/embedded_ingest.py                  # 1,000,000 events
     python bench/embedded_ingest.py --events 100000  # a quick run
 
-The file is ``processors.simulate.faults.write_faulty_file``: a simulated
+The file is ``simulator.faults.write_faulty_file``: a simulated
 week and a day of router traffic with gateway retries, and 2% of lines that
 are malformed, of the wrong type, stale, in the future, blank or resent.
 Peak RSS is each process's own (``os.wait4``), not the benchmark's.
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from _common import ROOT, footer, scratch
 
-from processors.simulate.faults import write_faulty_file
+from simulator.faults import write_faulty_file
 
 #: ClickHouse alone: the same contract in SQL, the same window, exact quantiles.
 #: A user's version of `telemetry ingest` + `telemetry stats`.

@@ -447,6 +447,29 @@ WHAT_IFS = {
         "BATCH_WITHIN_S=0.2",
         "import processors.worker.app as _a\n_a.BATCH_WITHIN_S = 0.2\n",
     ),
+    "within05": (
+        "BATCH_WITHIN_S=0.05",
+        "import processors.worker.app as _a\n_a.BATCH_WITHIN_S = 0.05\n",
+    ),
+    "take-events": (
+        "the previous batching: Faust's take_events(1000 records, within=1 s)",
+        "import processors.worker.faust_private as _fp\n"
+        "_fp.take_weighted = lambda stream, *a: stream.take_events(1000, within=1.0)\n",
+    ),
+    "no-settle": (
+        "UNSAFE ceiling: the agent does not wait for its changelog writes",
+        "import processors.worker.app as _a\n"
+        "async def _no_wait(self):\n    return None\n"
+        "_a.FaustAdapter.settled = _no_wait\n",
+    ),
+    "queue4096": (
+        "Faust's default stream_buffer_maxsize (4,096 records fetched ahead)",
+        "import processors.worker.app as _a\n_a.STREAM_BUFFER_RECORDS = 4096\n",
+    ),
+    "bytes32": (
+        "BATCH_MAX_BYTES=32 MiB",
+        "import processors.worker.app as _a\n_a.BATCH_MAX_BYTES = 32 * 1024 * 1024\n",
+    ),
     "fetch": (
         "BATCH_WITHIN_S=0.05 + consumer_max_fetch_size=16 MiB",
         "import processors.worker.app as _a\n_a.BATCH_WITHIN_S = 0.05\n"

@@ -56,7 +56,7 @@ def validate_dsn(dsn: str) -> None:
 
 class Reader(Protocol):
     """What a read needs: ``ClickHouse`` itself, or the control socket of the process
-    that owns the embedded store (``telemetry.embedded.control.ControlClient``), so
+    that owns the embedded store (``telemetry.service.control.ControlClient``), so
     the readers (stats, sql, export) work the same whoever holds the store."""
 
     def query(

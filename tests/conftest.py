@@ -6,6 +6,12 @@ The local broker listens on ``TELEMETRY_TEST_KAFKA_PORT`` if set, else on a
 free port picked for this session (two sessions on one machine never share a
 broker; its state directory is keyed by the port). Tests that stop and start
 a broker take ``dedicated_broker``: one of their own, never the shared one.
+Temporary directories: each session gets its own base directory
+(``telemetry-tests-*`` in the system temp dir) unless ``--basetemp`` is given:
+pytest's default base is shared by every session of a user and keeps only the
+three newest, so a fourth session on the machine deleted the directories
+(logs, sockets, state) of one still running. The base is removed after a
+session that passed and kept, with its path printed, after one that failed.
 ClickHouse: ``TELEMETRY_TEST_CLICKHOUSE`` if set, else testcontainers, else a
 fresh ``chdb://`` directory for the session (chDB admits one engine path per
 process, so the whole session shares it; tests clean the tables they use).
@@ -14,7 +20,9 @@ process, so the whole session shares it; tests clean the tables they use).
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +34,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kafka_broker import LocalKafka, free_port_pair, tooling_available
 from pipeline_util import make_event
+
+_OWN_BASETEMP = "telemetry-tests-"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.option.basetemp is None:
+        config.option.basetemp = tempfile.mkdtemp(prefix=_OWN_BASETEMP)
+        config.stash[_own_base] = Path(config.option.basetemp)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    base = session.config.stash.get(_own_base, None)
+    if base is None:
+        return
+    if exitstatus == 0:
+        shutil.rmtree(base, ignore_errors=True)
+    else:
+        print(f"\ntest directories kept in {base}", file=sys.stderr)
+
+
+_own_base = pytest.StashKey[Path]()
 
 #: The fixture broker's port when the environment fixes it; else one is picked per session.
 TEST_KAFKA_PORT: int | None = (

@@ -43,7 +43,7 @@ from processors.worker.records import (
     encode_bucket_key,
     encode_offset,
 )
-from processors.worker.seen import SeenIds, block_newest, block_partition, decode_block
+from processors.worker.seen import SeenIds, block_newest, block_partition
 from processors.worker.tables import BUCKETS, SEEN
 
 __all__ = [
@@ -525,6 +525,9 @@ class PartitionBook:
             return  # the next sweep does it; no writes to partitions that may be leaving
         cutoff = self._clock() - DEDUP_WINDOW_S
         ids, _ = self._current()
+        # Sightings older than the window decide nothing (rule 2): the index
+        # drops them all at once, the table the blocks that hold only those.
+        ids.expire(cutoff)
         old = []
         for k, v in self.side.items(SEEN):
             partition = block_partition(k)
@@ -532,7 +535,6 @@ class PartitionBook:
                 if len(v) == _OLD_SEEN.size:  # (partition, offset, time)
                     old.append((k, int(_OLD_SEEN.unpack(v)[0])))
             elif block_newest(v) < cutoff:
-                ids.forget(decode_block(v))
                 old.append((k, partition))
         for k, partition in old:
             self.side.drop(SEEN, k, partition)

@@ -37,15 +37,24 @@ What each is for (docs/architecture.md, "Exactly-once effect"):
   starts and marks it done, because Faust's check reads a consumer
   metadata cache that can show a just-created changelog with 0 partitions
   (``PartitionsMismatch``, an agent crash at the first write).
-* ``stream.take_events``, ``app.on_partitions_revoked``,
-  ``app.tables.beacon``: semi-public, listed so an upgrade is checked too.
+* ``take_weighted`` is Faust's ``Stream.take_events`` with one change: the
+  buffer is also full once its records weigh ``max_weight`` (bytes), so a
+  batch holds about as many *events* whether a record carries one or two
+  thousand. It needs ``stream._enable_passive`` (the background drainer
+  that feeds the buffering processor), ``stream._processors`` (to detach
+  that processor) and ``stream._active_agens`` (so ``Stream.on_stop``
+  closes the generator), as ``take_events`` does.
+* ``app.on_partitions_revoked``, ``app.tables.beacon``, ``stream.add_processor``,
+  ``stream.current_event``, ``stream.ack``, ``stream.wait``,
+  ``stream.wait_for_stopped``: semi-public, listed so an upgrade is checked too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from faust.streams import _current_event  # the store picks its partition from it
@@ -62,6 +71,7 @@ __all__ = [
     "leave_unacknowledged",
     "rebalancing",
     "table_store",
+    "take_weighted",
     "trust_changelog_partitions",
 ]
 
@@ -154,3 +164,96 @@ def table_store(table: Any) -> Any:
 def db_for_partition(store: Any, partition: int) -> Any:
     """One partition's RocksDB of a table store."""
     return store._db_for_partition(partition)
+
+
+def take_weighted(
+    stream: Any,
+    max_records: int,
+    max_weight: int,
+    within: float,
+    weight: Callable[[Any], int],
+) -> AsyncIterator[list[Any]]:
+    """Batches of a Faust stream's events, cut by count, by weight, or after ``within`` s.
+
+    ``Stream.take_events`` cuts by record count only, and waits the whole
+    ``within`` unless the count fills; with records of thousands of events a
+    count that suits one-event records is never reached (the worker idles
+    ``within`` after every batch), and one that suits batch records makes
+    batches of a few events from other producers. Weighing by bytes bounds a
+    batch's memory and fold time whatever a record holds.
+
+    Acknowledgement is ``take_events``': the events of a batch are acked once
+    the consumer of the batch asks for the next one (or leaves), except those
+    it marked with ``leave_unacknowledged``.
+    """
+    agen = _take_weighted(stream, max_records, max_weight, within, weight)
+    stream._active_agens.add(agen)
+    return agen
+
+
+async def _take_weighted(
+    stream: Any,
+    max_records: int,
+    max_weight: int,
+    within: float,
+    weight: Callable[[Any], int],
+) -> AsyncIterator[list[Any]]:
+    events: list[Any] = []
+    held = 0
+    full = asyncio.Event()
+    consumed = asyncio.Event()
+    #: Set while the caller folds a batch: the processor waits on it, so no
+    #: event joins a batch that is being folded.
+    consuming: asyncio.Future[None] | None = None
+    enable_acks = stream.enable_acks
+
+    async def add_to_batch(value: Any) -> Any:
+        nonlocal consuming, held
+        try:
+            if consuming is not None:
+                try:
+                    await consuming
+                finally:
+                    consuming = None
+            event = stream.current_event
+            if event is None:
+                raise RuntimeError("take_weighted found no current event")
+            events.append(event)
+            held += weight(value)
+            if len(events) >= max_records or held >= max_weight:
+                full.set()
+                consumed.clear()
+                await stream.wait(consumed)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            stream.log.exception("Error adding to take buffer: %r", exc)
+            await stream.crash(exc)
+        return value
+
+    # Acks are ours to make, once a batch is consumed.
+    stream.enable_acks = False
+    stream.add_processor(add_to_batch)
+    stream._enable_passive(aiter(stream.channel))
+    try:
+        while not stream.should_stop:
+            await stream.wait_for_stopped(full, timeout=within)
+            if not events:
+                continue
+            batch = list(events)
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            consuming = fut
+            try:
+                yield batch
+            finally:
+                events.clear()
+                held = 0
+                for ev in batch:
+                    await stream.ack(ev)
+                if not fut.done():
+                    fut.set_result(None)
+                full.clear()
+                consumed.set()
+    finally:
+        stream.enable_acks = enable_acks
+        stream._processors.remove(add_to_batch)

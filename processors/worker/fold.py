@@ -22,12 +22,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
+import numpy.typing as npt
 
 from processors.aggregate import BucketKey, HourBucket
 from processors.aggregate.columns import BucketInputs
 from processors.aggregate.window import window_start_hour
 from processors.worker.records import BucketRecord, encode_bucket_key
-from processors.worker.seen import BLOCK_ENTRIES, SeenIds, block_key, encode_block
+from processors.worker.seen import (
+    BLOCK_ENTRIES,
+    ROW,
+    SeenIds,
+    block_key,
+    encode_rows,
+    id_halves,
+)
 from schemas.batch import validate_lines
 from schemas.errors import InvalidEvent
 from schemas.event_record import UnreadableRecord, record_lines
@@ -202,59 +210,37 @@ def _fold_chunk(
     batch = validate_lines(lines, now=now)
     cols = batch.events
 
-    def place(index: list[int]) -> tuple[list[int], list[int]]:
+    def place(index: list[int]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """(record offset, line in the record) of each line index, in one pass."""
         at = np.searchsorted(np.asarray(starts), np.asarray(index, dtype=np.intp), "right") - 1
-        first = np.asarray(starts)[at]
-        return np.asarray(offsets)[at].tolist(), (np.asarray(index) - first).tolist()
+        first = np.asarray(starts, dtype=np.int64)[at]
+        return np.asarray(offsets, dtype=np.int64)[at], np.asarray(index, dtype=np.int64) - first
 
-    for (offset, line), (_, why) in zip(
-        zip(*place([i for i, _ in batch.rejects]), strict=True), batch.rejects, strict=True
+    bad_offsets, bad_lines = place([i for i, _ in batch.rejects])
+    for offset, line, (_, why) in zip(
+        bad_offsets.tolist(), bad_lines.tolist(), batch.rejects, strict=True
     ):
         out.invalid.append((offset, line, why))
-    event_offsets, event_lines = place(cols.index)
-    first_hour = window_start_hour(now)
-    hours = (np.asarray(cols.ts_ms, dtype=np.int64) // _HOUR_MS).tolist()
-    # Keys are plain (model, provider, hour) tuples here: a BucketKey is a
-    # named tuple, equal to and hashed like the plain one. The loop below is
-    # the only per-event Python step of the fold, so it touches the index's
-    # dict directly and leaves everything per bucket to the second pass.
-    members_of: dict[tuple[str, str, int], list[int]] = {}
-    entries: list[tuple[bytes, tuple[int, int, int, float]]] = []
-    models, providers = cols.model, cols.provider
-    seen_get, seen_set = seen.lookup, seen.record
-    for k, (eid, offset, line, hour) in enumerate(
-        zip(cols.event_id, event_offsets, event_lines, hours, strict=True)
-    ):
-        if hour < first_hour:
-            out.outside_window += 1
-            continue
-        prior = seen_get(eid)
-        # Plain tuples in the order of ``Seen`` (partition, offset, line,
-        # first_seen): a named tuple costs a Python-level call per event.
-        if prior is not None and now_s - prior[3] <= DEDUP_WINDOW_S:
-            if prior[1] != offset or prior[2] != line or prior[0] != partition:
-                # A copy of an event first seen elsewhere. In a record folded
-                # before (a redelivery) it was already counted as a duplicate.
-                if offset < replay_below:
-                    out.replayed += 1
-                else:
-                    out.duplicates += 1
-                continue
-            mark = prior  # itself, again: rule 1 below decides
-        else:
-            mark = (partition, offset, line, now_s)
-            seen_set(eid, mark)
-        entries.append((eid, mark))
-        key = (models[k], providers[k], hour)
-        members = members_of.get(key)
-        if members is None:
-            members_of[key] = [k]
-        else:
-            members.append(k)
-    groups: dict[tuple[str, str, int], list[int]] = {}
+    if not cols.index:
+        return
+    off, line = place(cols.index)
+    hours = np.asarray(cols.ts_ms, dtype=np.int64) // _HOUR_MS
+    keep, fresh = _first_sightings(
+        cols.event_id,
+        off,
+        line,
+        hours,
+        partition,
+        seen,
+        out,
+        first_hour=window_start_hour(now),
+        now_s=now_s,
+        replay_below=replay_below,
+    )
+    _write_seen(records, seen_blocks, fresh, out)
+    groups: dict[tuple[str, str, int], npt.NDArray[np.intp]] = {}
     newest: dict[tuple[str, str, int], int] = {}
-    for key, members in members_of.items():
+    for key, members in _groups(cols.model, cols.provider, hours, keep):
         rec = loaded.get(key)
         if rec is None:
             bkey = BucketKey(*key)
@@ -265,21 +251,21 @@ def _fold_chunk(
                 cache[bkey] = rec
             loaded[key] = rec
         applied = rec.applied.get(partition, -1)
-        if event_offsets[members[0]] <= applied:
+        if off[members[0]] <= applied:
             # Already folded (offsets rise along ``members``, so these are a
             # prefix). Write the record (and the seen entries) again anyway:
             # after a SIGKILL the local store can hold folds whose changelog
             # messages never left, and a replay is the one moment we know it
             # (rule 7). Without the rewrite, the next owner of this
             # partition would restore the older record and miss them.
-            fresh = [m for m in members if event_offsets[m] > applied]
-            out.replayed += len(members) - len(fresh)
+            unseen = members[off[members] > applied]
+            out.replayed += len(members) - len(unseen)
             out.rewritten[BucketKey(*key)] = rec
-            if not fresh:
+            if not len(unseen):
                 continue
-            members = fresh
+            members = unseen
         groups[key] = members
-        newest[key] = event_offsets[members[-1]]
+        newest[key] = int(off[members[-1]])
     if groups:
         inputs = BucketInputs.from_values(
             cols.status,
@@ -290,9 +276,7 @@ def _fold_chunk(
             cols.output_tokens,
         )
         keys = list(groups)
-        index = np.fromiter(
-            (k for key in keys for k in groups[key]), np.intp, sum(map(len, groups.values()))
-        )
+        index = np.concatenate([groups[k] for k in keys])
         group = np.repeat(np.arange(len(keys), dtype=np.intp), [len(groups[k]) for k in keys])
         HourBucket.add_groups([loaded[k].bucket for k in keys], group, inputs.take(index))
         for key in keys:
@@ -300,8 +284,111 @@ def _fold_chunk(
             rec.applied[partition] = newest[key]
             out.counted += len(groups[key])
             out.changed[BucketKey(*key)] = rec
+
+
+def _first_sightings(
+    event_ids: list[bytes],
+    off: npt.NDArray[np.int64],
+    line: npt.NDArray[np.int64],
+    hours: npt.NDArray[np.int64],
+    partition: int,
+    seen: SeenIds,
+    out: FoldStats,
+    *,
+    first_hour: int,
+    now_s: float,
+    replay_below: int,
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.void]]:
+    """Rule 2 for a chunk, a column at a time: which events may count, and their seen rows.
+
+    Decides as if the events were taken one by one in log order, each new
+    sighting recorded before the next is looked at: an event whose id was
+    seen within the window in *another* message is a copy (a duplicate, or
+    a replay if its record was folded before); one seen in this very
+    message may count (rule 1 decides); an id not seen within the window
+    counts at its first occurrence here, and its later occurrences are
+    copies of it. Events of hours before the window are only counted as such.
+
+    Returns the mask of events that may count and their rows for this run's
+    ``seen`` block (a new sighting at ``now_s``, an old one as it was); the
+    new sightings are added to the index.
+    """
+    inside = hours >= first_hour
+    out.outside_window += int(len(hours) - np.count_nonzero(inside))
+    hi, lo = id_halves(b"".join(event_ids))
+    prior = seen.lookup(hi, lo)
+    recent = prior.found & (now_s - prior.first_seen <= DEDUP_WINDOW_S)
+    itself = (
+        inside
+        & recent
+        & (prior.partition == partition)
+        & (prior.offset == off)
+        & (prior.line == line)
+    )
+    # The first occurrence in the chunk of each id (events of the window only).
+    where = np.flatnonzero(inside)
+    order = where[np.lexsort((where, lo[where], hi[where]))]
+    starts = np.ones(len(order), dtype=bool)
+    starts[1:] = (hi[order][1:] != hi[order][:-1]) | (lo[order][1:] != lo[order][:-1])
+    first = np.zeros(len(hours), dtype=bool)
+    first[order[starts]] = True
+    new = inside & ~recent & first
+    keep = itself | new
+    copies = inside & ~keep
+    replays = int(np.count_nonzero(copies & (off < replay_below)))
+    out.replayed += replays
+    out.duplicates += int(np.count_nonzero(copies)) - replays
+    kept = np.flatnonzero(keep)
+    rows = np.empty(len(kept), dtype=ROW)
+    rows["hi"], rows["lo"] = hi[kept], lo[kept]
+    rows["partition"] = partition
+    rows["offset"], rows["line"] = off[kept], line[kept]
+    rows["first_seen"] = np.where(itself[kept], prior.first_seen[kept], now_s)
+    seen.add_rows(rows[new[kept]])
+    return keep, rows
+
+
+def _groups(
+    models: list[str],
+    providers: list[str],
+    hours: npt.NDArray[np.int64],
+    keep: npt.NDArray[np.bool_],
+) -> Iterator[tuple[tuple[str, str, int], npt.NDArray[np.intp]]]:
+    """The kept events by (model, provider, hour): each key once, with its events in order.
+
+    Keys come in the order of their first event. Strings are turned into
+    codes with one dict lookup each (C-level ``map``), the rest is numpy.
+    """
+    kept = np.flatnonzero(keep)
+    if not len(kept):
+        return
+    model_code = {m: i for i, m in enumerate(dict.fromkeys(models))}
+    provider_code = {p: i for i, p in enumerate(dict.fromkeys(providers))}
+    n = len(models)
+    mc = np.fromiter(map(model_code.__getitem__, models), np.int64, n)[kept]
+    pc = np.fromiter(map(provider_code.__getitem__, providers), np.int64, n)[kept]
+    h = hours[kept]
+    span = int(h.max() - h.min()) + 1
+    combined = (mc * len(provider_code) + pc) * span + (h - h.min())
+    order = np.argsort(combined, kind="stable")
+    ranked = combined[order]
+    bounds = np.flatnonzero(np.diff(ranked)) + 1
+    members = np.split(kept[order], bounds)
+    for group in sorted(members, key=lambda g: int(g[0])):
+        k = int(group[0])
+        yield (models[k], providers[k], int(hours[k])), group
+
+
+def _write_seen(
+    records: Sequence[Record],
+    seen_blocks: MutableMapping[bytes, bytes],
+    rows: npt.NDArray[np.void],
+    out: FoldStats,
+) -> None:
+    """This chunk's ``seen`` rows as blocks of at most ``BLOCK_ENTRIES``."""
+    partition = records[0].partition
     first, last = records[0].offset, records[-1].offset
-    for part, lo in enumerate(range(0, len(entries), BLOCK_ENTRIES)):
+    for part, lo in enumerate(range(0, len(rows), BLOCK_ENTRIES)):
         block = block_key(partition, first, last, part)
-        seen_blocks[block] = encode_block(entries[lo : lo + BLOCK_ENTRIES])
+        seen_blocks[block] = encode_rows(rows[lo : lo + BLOCK_ENTRIES])
         out.seen_blocks.append(block)

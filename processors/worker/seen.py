@@ -8,23 +8,36 @@ replayed), and the worker keeps an in-memory index of every block of the
 partitions it holds, rebuilt from the table whenever the assignment changes
 (after Faust restored the table from its changelog).
 
+The index holds an hour of ids: millions on a busy worker. As a dict of
+Python objects it took ~260 bytes an id (4.5 GB for 5,000 events/s); here it
+is sorted runs of 40-byte rows, looked up a column at a time by binary
+search, and merged as they grow, like the levels of an LSM tree.
+
 Pure: the table is any mapping of block key to block bytes.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "BLOCK_ENTRIES",
     "BLOCK_PREFIX",
+    "ROW",
+    "Lookup",
     "Seen",
     "SeenIds",
     "block_key",
+    "block_rows",
     "decode_block",
     "encode_block",
+    "encode_rows",
+    "id_halves",
 ]
 
 #: Block keys start with this byte; keys of the per-event format this
@@ -37,6 +50,28 @@ BLOCK_ENTRIES = 16_000
 _HEAD = struct.Struct("<Bd")  # format, newest first_seen in the block
 _ENTRY = struct.Struct("<16siqid")  # event_id, partition, offset, line, first_seen
 _FORMAT = 1
+#: A block entry as numpy sees it (the same 40 packed bytes as ``_ENTRY``).
+_BLOCK_ROW = np.dtype(
+    [
+        ("id", "V16"),
+        ("partition", "<i4"),
+        ("offset", "<i8"),
+        ("line", "<i4"),
+        ("first_seen", "<f8"),
+    ]
+)
+#: A row of the index: the id as two big-endian halves (sortable integers).
+ROW = np.dtype(
+    [
+        ("hi", "<u8"),
+        ("lo", "<u8"),
+        ("partition", "<i4"),
+        ("offset", "<i8"),
+        ("line", "<i4"),
+        ("first_seen", "<f8"),
+    ]
+)
+assert _BLOCK_ROW.itemsize == _ENTRY.size == ROW.itemsize
 
 
 class Seen(NamedTuple):
@@ -75,6 +110,35 @@ def block_newest(raw: bytes) -> float:
     return float(newest)
 
 
+def id_halves(ids: bytes) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+    """16-byte ids, concatenated, as (high, low) 64-bit halves."""
+    pairs = np.frombuffer(ids, dtype=">u8").reshape(-1, 2)
+    return pairs[:, 0].astype(np.uint64), pairs[:, 1].astype(np.uint64)
+
+
+def block_rows(raw: bytes) -> npt.NDArray[np.void]:
+    """A block's entries as index rows (``ROW``), without a Python object per entry."""
+    block_newest(raw)  # checks the format
+    entries = np.frombuffer(raw, dtype=_BLOCK_ROW, offset=_HEAD.size)
+    rows = np.empty(len(entries), dtype=ROW)
+    rows["hi"], rows["lo"] = id_halves(entries["id"].tobytes())
+    for name in ("partition", "offset", "line", "first_seen"):
+        rows[name] = entries[name]
+    return rows
+
+
+def encode_rows(rows: npt.NDArray[np.void]) -> bytes:
+    """Index rows as a block (the bytes ``encode_block`` writes for the same entries)."""
+    entries = np.empty(len(rows), dtype=_BLOCK_ROW)
+    pairs = np.empty((len(rows), 2), dtype=">u8")
+    pairs[:, 0], pairs[:, 1] = rows["hi"], rows["lo"]
+    entries["id"] = np.frombuffer(pairs.tobytes(), dtype="V16")
+    for name in ("partition", "offset", "line", "first_seen"):
+        entries[name] = rows[name]
+    newest = float(rows["first_seen"].max()) if len(rows) else 0.0
+    return _HEAD.pack(_FORMAT, newest) + entries.tobytes()
+
+
 def decode_block(raw: bytes) -> list[tuple[bytes, Seen]]:
     block_newest(raw)  # checks the format
     return [
@@ -82,48 +146,123 @@ def decode_block(raw: bytes) -> list[tuple[bytes, Seen]]:
     ]
 
 
-class SeenIds:
-    """event_id -> ``Seen``, over the blocks of the partitions a worker holds."""
+class Lookup(NamedTuple):
+    """Where each of a column of ids was seen, if it was (columns, one row per id)."""
 
-    __slots__ = ("_ids",)
+    found: npt.NDArray[np.bool_]
+    partition: npt.NDArray[np.int32]
+    offset: npt.NDArray[np.int64]
+    line: npt.NDArray[np.int32]
+    first_seen: npt.NDArray[np.float64]
+
+
+class SeenIds:
+    """event_id -> ``Seen``, over the blocks of the partitions a worker holds.
+
+    Sorted runs of ``ROW``, each with one row per id (its newest sighting);
+    a new run merges into the one before while it is at least half its
+    size, so there are about log2(ids / run) runs. An id may be in several
+    runs: the newest sighting (``first_seen``, then the later run) wins.
+    """
+
+    __slots__ = ("_runs",)
 
     def __init__(self, blocks: Iterable[tuple[bytes, bytes]] = ()) -> None:
-        self._ids: dict[bytes, tuple[int, int, int, float]] = {}
-        for key, raw in blocks:
-            if block_partition(key) is not None:
-                self.add(decode_block(raw))
+        self._runs: list[npt.NDArray[np.void]] = []
+        rows = [block_rows(raw) for key, raw in blocks if block_partition(key) is not None]
+        if rows:
+            self.add_rows(np.concatenate(rows))
 
     def __len__(self) -> int:
-        return len(self._ids)
+        """Rows held (an id re-sighted after a merge is counted once per run holding it)."""
+        return sum(len(r) for r in self._runs)
 
-    @property
-    def lookup(self) -> Callable[[bytes], tuple[int, int, int, float] | None]:
-        """``get`` as the index dict's own bound method: no Python frame per event."""
-        return self._ids.get
+    def lookup(self, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> Lookup:
+        """The newest sighting of each id (``hi``/``lo`` halves), a column at a time."""
+        n = len(hi)
+        found = np.zeros(n, dtype=bool)
+        out = np.zeros(n, dtype=ROW)
+        for run in self._runs:  # oldest first: a later run wins a tie
+            pos = np.searchsorted(run["hi"], hi)
+            for _ in range(4):
+                at = np.minimum(pos, len(run) - 1)
+                row = run[at]
+                hit = (pos < len(run)) & (row["hi"] == hi)
+                exact = hit & (row["lo"] == lo)
+                newer = exact & (~found | (row["first_seen"] >= out["first_seen"]))
+                out[newer] = row[newer]
+                found |= exact
+                # Another id with the same high half (1 in 2^64 per pair):
+                # look at the next row for the ids not matched yet.
+                again = hit & ~exact
+                if not again.any():
+                    break
+                pos = np.where(again, pos + 1, len(run))
+            else:
+                self._lookup_slowly(run, hi, lo, found, out)
+        return Lookup(found, out["partition"], out["offset"], out["line"], out["first_seen"])
 
-    @property
-    def record(self) -> Callable[[bytes, tuple[int, int, int, float]], None]:
-        """``__setitem__`` as the index dict's own bound method (see ``lookup``)."""
-        return self._ids.__setitem__
+    @staticmethod
+    def _lookup_slowly(
+        run: npt.NDArray[np.void],
+        hi: npt.NDArray[np.uint64],
+        lo: npt.NDArray[np.uint64],
+        found: npt.NDArray[np.bool_],
+        out: npt.NDArray[np.void],
+    ) -> None:
+        for k in range(len(hi)):
+            left = int(np.searchsorted(run["hi"], hi[k], "left"))
+            right = int(np.searchsorted(run["hi"], hi[k], "right"))
+            for j in range(left, right):
+                if run["lo"][j] == lo[k] and (
+                    not found[k] or run["first_seen"][j] >= out["first_seen"][k]
+                ):
+                    out[k] = run[j]
+                    found[k] = True
 
-    def get(self, event_id: bytes) -> tuple[int, int, int, float] | None:
-        """(partition, offset, line, first_seen), a ``Seen`` or a plain tuple in that order."""
-        return self._ids.get(event_id)
+    def add_rows(self, rows: npt.NDArray[np.void]) -> None:
+        """Record sightings (newer than, or as new as, anything held for their ids)."""
+        if len(rows):
+            self._runs.append(_newest_each(rows))
+            while len(self._runs) > 1 and 2 * len(self._runs[-1]) >= len(self._runs[-2]):
+                newer = self._runs.pop()
+                self._runs[-1] = _newest_each(np.concatenate([self._runs[-1], newer]))
+
+    def expire(self, cutoff: float) -> None:
+        """Drop sightings older than ``cutoff``: outside the dedup window, they decide nothing."""
+        kept = [r[r["first_seen"] >= cutoff] for r in self._runs]
+        self._runs = [r for r in kept if len(r)]
+
+    # -- one id at a time (tests, tools) ------------------------------------
+
+    def get(self, event_id: bytes) -> Seen | None:
+        hi, lo = id_halves(event_id)
+        found = self.lookup(hi, lo)
+        if not found.found[0]:
+            return None
+        return Seen(
+            int(found.partition[0]),
+            int(found.offset[0]),
+            int(found.line[0]),
+            float(found.first_seen[0]),
+        )
 
     def __setitem__(self, event_id: bytes, seen: tuple[int, int, int, float]) -> None:
-        """Record a first sighting now (newer than anything held)."""
-        self._ids[event_id] = seen
+        self.add([(event_id, seen)])
 
     def add(self, entries: Iterable[tuple[bytes, tuple[int, int, int, float]]]) -> None:
-        ids = self._ids
-        for eid, seen in entries:
-            old = ids.get(eid)
-            if old is None or old[3] <= seen[3]:
-                ids[eid] = seen
+        items = list(entries)
+        rows = np.empty(len(items), dtype=ROW)
+        rows["hi"], rows["lo"] = id_halves(b"".join(eid for eid, _ in items))
+        for i, name in enumerate(("partition", "offset", "line", "first_seen")):
+            rows[name] = [s[i] for _, s in items]
+        self.add_rows(rows)
 
-    def forget(self, entries: Iterable[tuple[bytes, Seen]]) -> None:
-        """Drop entries of an expired block (unless a newer block replaced them)."""
-        ids = self._ids
-        for eid, seen in entries:
-            if ids.get(eid) == seen:
-                del ids[eid]
+
+def _newest_each(rows: npt.NDArray[np.void]) -> npt.NDArray[np.void]:
+    """``rows`` sorted by id, one per id: the newest ``first_seen``, then the last given."""
+    order = np.lexsort((np.arange(len(rows)), rows["first_seen"], rows["lo"], rows["hi"]))
+    ranked = rows[order]
+    last = np.ones(len(ranked), dtype=bool)
+    last[:-1] = (ranked["hi"][1:] != ranked["hi"][:-1]) | (ranked["lo"][1:] != ranked["lo"][:-1])
+    return ranked[last]

@@ -14,6 +14,8 @@ from collector.server import ServiceConfig, serve
 from collector.spool import DEFAULT_MAX_BYTES
 from schemas.errors import ConfigError
 from telemetry.context import console, fail, settings_from
+from telemetry.pipeline import require
+from telemetry.pipeline.kafka import KafkaPipeline
 
 
 def register(app: typer.Typer) -> None:
@@ -52,16 +54,16 @@ def register(app: typer.Typer) -> None:
         hex digests of the gateways' bearer tokens (printf %s TOKEN | sha256sum | cut -d' ' -f1).
         """
         settings = settings_from(ctx)
-        if not settings.kafka:
-            fail(
-                "`telemetry collector` needs a broker: set TELEMETRY_KAFKA (or --kafka) to the "
-                "Kafka bootstrap servers",
-                2,
-            )
+        pipeline = require(
+            settings,
+            KafkaPipeline,
+            "`telemetry collector` needs a broker: set TELEMETRY_KAFKA (or --kafka) to the "
+            "Kafka bootstrap servers",
+        )
         try:
             auth = TokenAuth.from_setting(settings.ingest_tokens)
             config = ServiceConfig(
-                bootstrap_servers=settings.kafka,
+                bootstrap_servers=pipeline.broker,
                 spool_dir=spool_dir or settings.data_dir / "spool",
                 auth=auth,
                 insecure_no_auth=insecure_no_auth,

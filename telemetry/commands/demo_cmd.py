@@ -15,17 +15,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from processors.embedded.ingest import ingest_lines
 from processors.export.document import display_strings, honest_figures
 from processors.export.run import ExportOptions, export_once
-from processors.simulate.generator import Simulator
-from processors.simulate.run import SimulationPlan, simulate
-from processors.simulate.targets import HttpTarget, encode_lines
 from processors.store import open_store
 from schemas.settings import Settings
+from simulator.generator import Simulator
+from simulator.run import SimulationPlan, simulate
+from simulator.targets import HttpTarget, encode_lines
 from telemetry.context import console, err_console, fail, settings_from
-from telemetry.embedded.service import RunConfig, run_embedded
+from telemetry.pipeline import require
+from telemetry.pipeline.embedded import EmbeddedPipeline
 from telemetry.safe_text import safe_text
+from telemetry.service.run import RunConfig, run_embedded
 
 MIN_SAMPLE = 100
 
@@ -42,8 +43,8 @@ def demo_progress() -> Progress:
     )
 
 
-def _backfill(settings: Settings, sim: Simulator, days: float, events: int) -> None:
-    ch = open_store(settings)
+def _backfill(pipeline: EmbeddedPipeline, sim: Simulator, days: float, events: int) -> None:
+    ingest = pipeline.open_ingest()
     with demo_progress() as progress:
         task = progress.add_task("backfill", total=events, note=f"{days:g} days of traffic")
 
@@ -54,7 +55,7 @@ def _backfill(settings: Settings, sim: Simulator, days: float, events: int) -> N
         def advanced(report: Any) -> None:
             progress.update(task, completed=report.accepted, note=f"{report.stored:,} stored")
 
-        report = ingest_lines(ch, chunks(), source="demo", on_batch=advanced)
+        report = ingest(chunks(), source="demo", on_batch=advanced).report
         progress.update(
             task,
             completed=report.accepted,
@@ -170,8 +171,11 @@ def register(app: typer.Typer) -> None:
                 days=days, events=events, live_s=live, rate=rate, seed=seed, min_sample=MIN_SAMPLE
             )
             raise typer.Exit(asyncio.run(run_kafka_demo(settings, options)))
-        if settings.kafka:
-            fail("`telemetry demo` runs embedded: unset TELEMETRY_KAFKA, or add --kafka", 2)
+        pipeline = require(
+            settings,
+            EmbeddedPipeline,
+            "`telemetry demo` runs embedded: unset TELEMETRY_KAFKA, or add --kafka",
+        )
         started = time.perf_counter()
         sim = Simulator(seed=seed)
         console.print(
@@ -184,7 +188,7 @@ def register(app: typer.Typer) -> None:
             ),
             highlight=False,
         )
-        _backfill(settings, sim, days, events)
+        _backfill(pipeline, sim, days, events)
         if live > 0:
             asyncio.run(_live(settings, sim, live, rate))
 

@@ -43,16 +43,17 @@ from rich.text import Text
 
 from processors.aggregate.window import hour_start, window_start_hour
 from processors.export.run import ExportOptions, export_once
-from processors.simulate.generator import Simulator
-from processors.simulate.run import SimulationPlan, simulate
-from processors.simulate.targets import HttpTarget
 from processors.worker.tables import changelog_topics
 from schemas.errors import TelemetryError
 from schemas.settings import Settings
+from simulator.generator import Simulator
+from simulator.run import SimulationPlan, simulate
+from simulator.targets import HttpTarget
 from telemetry.context import console, err_console
-from telemetry.embedded.control import ControlClient, socket_path
 from telemetry.local_kafka import LocalKafka, free_port_pair, tooling_available
+from telemetry.pipeline import open_pipeline
 from telemetry.safe_text import safe_text
+from telemetry.service.control import ControlClient, socket_path
 from telemetry.supervisor import Child, ChildFailed, Guard, Supervisor
 
 __all__ = ["KafkaDemoOptions", "run_kafka_demo"]
@@ -217,7 +218,7 @@ class _Demo:
         self.options = options
         self.root = (settings.data_dir / "demo-kafka").absolute()
         self.broker: LocalKafka | None = None
-        self.bootstrap = settings.kafka
+        self.bootstrap = open_pipeline(settings).broker
         self.prefix = f"demo-{secrets.token_hex(4)}"
         self.log: _Log | None = None
         self.exact = False

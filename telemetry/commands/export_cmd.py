@@ -28,8 +28,9 @@ from processors.export.schedule import (
 )
 from schemas.errors import TelemetryError
 from telemetry.context import console, err_console, exit_code_for, fail, settings_from
-from telemetry.embedded.control import ControlClient, open_reader
+from telemetry.pipeline import open_pipeline
 from telemetry.safe_text import safe_text
+from telemetry.service.control import ControlClient, open_reader
 
 __all__ = ["register"]
 
@@ -194,7 +195,7 @@ def register(app: typer.Typer) -> None:
                 do_refresh = False
                 console.print(safe_text(f"reading through {ch.owner}"), style="dim")
             else:
-                do_refresh = (settings.embedded and ch.is_embedded) if refresh is None else refresh
+                do_refresh = open_pipeline(settings).refreshes(ch) if refresh is None else refresh
             try:
                 if schedule is None:
                     report = _export(ch, options, refresh=do_refresh)

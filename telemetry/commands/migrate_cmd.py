@@ -10,8 +10,8 @@ from processors.store import open_store
 from schemas.ddl import MIGRATIONS_TABLE, load_migrations
 from schemas.errors import OperationalError
 from telemetry.context import console, fail, settings_from
-from telemetry.embedded.control import ControlClient, socket_path
 from telemetry.safe_text import safe_text
+from telemetry.service.control import ControlClient, socket_path
 
 
 def register(app: typer.Typer) -> None:

@@ -10,8 +10,10 @@ import typer
 
 from schemas.errors import ConfigError
 from telemetry.context import console, fail, settings_from
-from telemetry.embedded.service import RunConfig, run_embedded
+from telemetry.pipeline import require
+from telemetry.pipeline.embedded import EmbeddedPipeline
 from telemetry.safe_text import safe_text
+from telemetry.service.run import RunConfig, run_embedded
 
 
 def register(app: typer.Typer) -> None:
@@ -46,12 +48,12 @@ def register(app: typer.Typer) -> None:
         TELEMETRY_INGEST_TOKENS (or --insecure-no-auth).
         """
         settings = settings_from(ctx)
-        if settings.kafka:
-            fail(
-                "`telemetry run` is the embedded pipeline; unset TELEMETRY_KAFKA, or run "
-                "`telemetry collector`, `telemetry worker` and `telemetry worker --sink`",
-                2,
-            )
+        require(
+            settings,
+            EmbeddedPipeline,
+            "`telemetry run` is the embedded pipeline; unset TELEMETRY_KAFKA, or run "
+            "`telemetry collector`, `telemetry worker` and `telemetry worker --sink`",
+        )
         config = RunConfig(
             host=host,
             port=port,

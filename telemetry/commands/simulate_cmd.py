@@ -20,12 +20,13 @@ from rich.progress import (
 )
 
 from processors.export.schedule import parse_duration
-from processors.simulate import SimulationPlan, SimulationReport, Simulator, parse_target, simulate
-from processors.simulate.generator import DEFAULT_DUPLICATE_SHARE
-from processors.simulate.run import DEFAULT_EVENTS_PER_DAY
-from processors.simulate.targets import FileTarget
 from schemas.errors import ConfigError
+from simulator import SimulationPlan, SimulationReport, Simulator, parse_target, simulate
+from simulator.generator import DEFAULT_DUPLICATE_SHARE
+from simulator.run import DEFAULT_EVENTS_PER_DAY
+from simulator.targets import FileTarget
 from telemetry.context import console, err_console, fail, settings_from
+from telemetry.pipeline import open_pipeline
 from telemetry.safe_text import safe_text
 
 __all__ = ["register"]
@@ -152,7 +153,7 @@ def register(app: typer.Typer) -> None:
             live_s = (
                 parse_duration(duration, flag="--duration").total_seconds() if duration else None
             )
-            target = parse_target(to, settings)
+            target = parse_target(to, settings, lambda s: open_pipeline(s).topic_door())
         except ConfigError as exc:
             fail(str(exc), 2)
         plan = SimulationPlan(

@@ -13,8 +13,8 @@ import typer
 from rich.table import Table
 
 from telemetry.context import console, fail, settings_from
-from telemetry.embedded.control import open_reader
 from telemetry.safe_text import safe_text
+from telemetry.service.control import open_reader
 
 
 class Format(StrEnum):

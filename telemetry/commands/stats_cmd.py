@@ -10,13 +10,13 @@ import orjson
 import typer
 from rich.table import Table
 
-from processors.clickhouse import ClickHouse
 from processors.export.display import STATS_TABLE_COLUMNS, stats_table_rows
 from processors.export.document import iso
 from processors.publication import published_is_current
 from telemetry.context import console, settings_from
-from telemetry.embedded.control import open_reader
+from telemetry.pipeline import open_pipeline
 from telemetry.safe_text import safe_text
+from telemetry.service.control import open_reader
 
 _QUERY = (
     "SELECT * FROM telemetry.model_stats_7d "
@@ -39,8 +39,7 @@ def register(app: typer.Typer) -> None:
         ch = open_reader(settings)
         # Embedded, no `telemetry run` owning it: bring the window up to now
         # (nothing to do when the last publication is still current).
-        own = isinstance(ch, ClickHouse) and settings.embedded and ch.is_embedded
-        if isinstance(ch, ClickHouse) and own and not published_is_current(ch):
+        if open_pipeline(settings).refreshes(ch) and not published_is_current(ch):
             from processors.embedded.refresh import refresh  # numpy, pyarrow: only to refresh
 
             refresh(ch)

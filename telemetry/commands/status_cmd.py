@@ -13,40 +13,26 @@ exit status 1; a store that does not answer is shown in its row.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 import typer
 from rich.table import Table
 
 from collector.spool import spooled_bytes
-from processors.embedded.refresh import unfolded_rows
-from processors.kafka_offsets import read_offsets
 from schemas.errors import TelemetryError
 from schemas.settings import Settings
 from telemetry.context import console, settings_from
-from telemetry.embedded.control import open_reader
+from telemetry.pipeline import Backlog, LagRow, Pipeline, open_pipeline
 from telemetry.safe_text import safe_text
+from telemetry.service.control import open_reader
 
-#: The sink's consumer group (``processors.sinks.kafka_sink.run_sink``'s default).
-SINK_GROUP = "telemetry-sink"
 #: Stats older than this many publication intervals are stale (the alert's rule too).
 STALE_INTERVALS = 3
-
-
-@dataclass
-class LagRow:
-    who: str  # "worker", "sink" or "refresh" (embedded)
-    topic: str
-    partition: int | None
-    lag: int
-    end: int | None = None
-    committed: int | None = None
 
 
 @dataclass
@@ -73,24 +59,28 @@ def _utc(dt: datetime) -> datetime:
 
 def gather(settings: Settings, spool_dir: Path) -> Health:
     """Everything the table shows; raises ``OperationalError`` if the broker is unreachable."""
+    pipeline = open_pipeline(settings)
     health = Health(
-        mode="embedded" if settings.embedded else "kafka",
+        mode=pipeline.mode,
         stats_interval_s=settings.stats_interval_s,
         spool_dir=str(spool_dir),
         spool_bytes=spooled_bytes(spool_dir),
+        dead_letters_source=pipeline.dead_letters,
     )
-    if settings.kafka:
-        health.dead_letters_source = settings.dlq_topic
-        _kafka(settings, settings.kafka, health)
-    else:
-        health.dead_letters_source = "telemetry.rejected"
-    _store(settings, health)
+    _add(health, pipeline.backlog())
+    _store(pipeline, health)
     if health.stats_age_s is not None:
         health.stats_state = stats_state(
             health.stats_age_s, settings.stats_interval_s, [r.lag for r in health.lag]
         )
         health.stats_stale = health.stats_state == "stale"
     return health
+
+
+def _add(health: Health, backlog: Backlog) -> None:
+    health.lag.extend(backlog.lag)
+    if backlog.dead_letters is not None:
+        health.dead_letters = backlog.dead_letters
 
 
 def stats_state(age_s: float, interval_s: float, lags: list[int]) -> str:
@@ -107,36 +97,15 @@ def stats_state(age_s: float, interval_s: float, lags: list[int]) -> str:
     return "stale" if any(lag > 0 for lag in lags) else "quiet"
 
 
-def _kafka(settings: Settings, bootstrap: str, health: Health) -> None:
-    async def read() -> tuple[list[Any], list[Any]]:
-        topics = [settings.topic, settings.dlq_topic, settings.stats_topic, settings.hourly_topic]
-        worker = await read_offsets(bootstrap, [settings.topic], group=settings.worker_id)
-        sink = await read_offsets(bootstrap, topics, group=SINK_GROUP)
-        return worker, sink
-
-    worker, sink = asyncio.run(read())
-    for o in worker:
-        health.lag.append(LagRow("worker", o.topic, o.partition, o.lag, o.end, o.committed))
-    per_topic: dict[str, int] = {}
-    for o in sink:
-        per_topic[o.topic] = per_topic.get(o.topic, 0) + o.lag
-    for topic, lag in per_topic.items():
-        health.lag.append(LagRow("sink", topic, None, lag))
-    health.dead_letters = sum(o.held for o in sink if o.topic == settings.dlq_topic)
-
-
-def _store(settings: Settings, health: Health) -> None:
+def _store(pipeline: Pipeline, health: Health) -> None:
     try:
-        ch = open_reader(settings, readonly=True)
+        ch = open_reader(pipeline.settings, readonly=True)
         rows = ch.query("SELECT count(), max(as_of) FROM telemetry.model_stats_7d_versions")
         if rows and rows[0][0]:
             as_of = _utc(rows[0][1])
             health.stats_as_of = as_of.isoformat()
             health.stats_age_s = max(0.0, (datetime.now(UTC) - as_of).total_seconds())
-        if settings.embedded:
-            health.lag.append(LagRow("refresh", "telemetry.requests", None, unfolded_rows(ch)))
-            rejected = ch.query("SELECT count() FROM telemetry.rejected")
-            health.dead_letters = int(rejected[0][0]) if rejected else 0
+        _add(health, pipeline.store_backlog(ch))
     except TelemetryError as exc:
         health.store_error = str(exc)
 
@@ -218,5 +187,4 @@ def register(app: typer.Typer) -> None:
         if as_json:
             sys.stdout.write(orjson.dumps(asdict(health)).decode() + "\n")
             return
-        where = f"Kafka at {settings.kafka}" if settings.kafka else "embedded"
-        console.print(render(health, where))
+        console.print(render(health, open_pipeline(settings).where))

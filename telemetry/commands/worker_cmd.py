@@ -27,6 +27,8 @@ from collector.topics import partition_counts
 from processors.kafka_io import ensure_topics
 from processors.worker.tables import changelog_topics
 from telemetry.context import console, fail, settings_from
+from telemetry.pipeline import require
+from telemetry.pipeline.kafka import KafkaPipeline
 
 #: Seconds a stop may take before the process is ended anyway (SIGTERM must
 #: end it within 10 s whatever the broker's state).
@@ -117,9 +119,11 @@ def register(app: typer.Typer) -> None:
         `telemetry worker --sink` to write events and stats to ClickHouse.
         """
         settings = settings_from(ctx)
-        bootstrap = settings.kafka
-        if not bootstrap:
-            fail("the worker needs a broker: set TELEMETRY_KAFKA (or --kafka HOST:PORT)", 2)
+        bootstrap = require(
+            settings,
+            KafkaPipeline,
+            "the worker needs a broker: set TELEMETRY_KAFKA (or --kafka HOST:PORT)",
+        ).broker
         if interval is not None:
             settings = settings.model_copy(update={"stats_interval_s": interval})
         if metrics_port is not None:
@@ -283,7 +287,7 @@ def _run_sink(settings: object, bootstrap: str) -> None:
     from processors.sinks.metrics import SinkMetrics
     from processors.store import open_store
     from schemas.settings import Settings
-    from telemetry.embedded.control import serve_store, socket_path
+    from telemetry.service.control import serve_store, socket_path
 
     assert isinstance(settings, Settings)
     ch = open_store(settings)

@@ -18,7 +18,7 @@ from pipeline_util import synthetic_events, wait_for
 from run_util import RunProcess, cli
 
 from processors.clickhouse import ClickHouse, QueryError, ReadLimits, connect
-from telemetry.embedded.control import ControlClient, socket_path
+from telemetry.service.control import ControlClient, socket_path
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from processors.simulate.catalog import MODELS
+from simulator.catalog import MODELS
 
 pytestmark = pytest.mark.integration
 

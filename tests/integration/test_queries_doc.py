@@ -13,8 +13,8 @@ import pytest
 
 from processors.clickhouse import connect
 from processors.embedded import ingest_lines
-from processors.simulate import Simulator
-from processors.simulate.targets import encode_lines
+from simulator import Simulator
+from simulator.targets import encode_lines
 
 pytestmark = pytest.mark.integration
 

@@ -136,6 +136,25 @@ def test_stream_take_events() -> None:
     _has(faust.Stream, "take_events")
 
 
+def test_stream_internals_take_weighted_copies_from_take_events() -> None:
+    # fp.take_weighted is take_events with a weight; it needs what take_events uses.
+    for name in ("_enable_passive", "add_processor", "ack", "wait", "wait_for_stopped", "crash"):
+        _has(faust.Stream, name)
+    assert _params(faust.Stream._enable_passive) == ["channel", "declare"]
+    src = inspect.getsource(faust.Stream.take_events)
+    for needle in (
+        "self._enable_passive(",
+        "self._processors.remove(",
+        "self.current_event",
+        "self.enable_acks = False",
+    ):
+        assert needle in src, f"faust Stream.take_events no longer uses {needle!r}"
+    init = inspect.getsource(faust.Stream.__init__)
+    assert "self._active_agens" in init and "self._processors" in init, (
+        "faust Stream._active_agens or Stream._processors is gone"
+    )
+
+
 def test_consumer_keeps_committed_offsets_in_memory() -> None:
     # processors/worker/metrics.py reads them for the lag gauge (fp.known_committed).
     src = inspect.getsource(faust.transport.consumer.Consumer)

@@ -5,10 +5,10 @@ delivers them (NDJSON file, Kafka, HTTP ingest); ``run.simulate`` drives one
 into the other.
 """
 
-from processors.simulate.generator import DEFAULT_DUPLICATE_SHARE, Simulator
-from processors.simulate.run import SimulationPlan, SimulationReport, simulate
-from processors.simulate.targets import parse_target
-from processors.simulate.traffic import Incident
+from simulator.generator import DEFAULT_DUPLICATE_SHARE, Simulator
+from simulator.run import SimulationPlan, SimulationReport, simulate
+from simulator.targets import parse_target
+from simulator.traffic import Incident
 
 __all__ = [
     "DEFAULT_DUPLICATE_SHARE",

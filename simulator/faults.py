@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from processors.simulate.generator import Simulator
-from processors.simulate.targets import encode_lines
+from simulator.generator import Simulator
+from simulator.targets import encode_lines
 
 __all__ = ["FAULT_KINDS", "FaultyFile", "fault_line", "write_faulty_file"]
 

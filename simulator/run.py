@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from processors.simulate.generator import Simulator
-from processors.simulate.targets import FileTarget, HttpTarget, KafkaTarget, TargetReport
+from simulator.generator import Simulator
+from simulator.targets import FileTarget, HttpTarget, TargetReport, TopicTarget
 
 __all__ = [
     "DEFAULT_EVENTS_PER_DAY",
@@ -72,7 +72,7 @@ class SimulationReport:
 
 async def simulate(
     sim: Simulator,
-    target: FileTarget | KafkaTarget | HttpTarget,
+    target: FileTarget | TopicTarget | HttpTarget,
     plan: SimulationPlan,
     *,
     stop: asyncio.Event | None = None,
@@ -116,7 +116,7 @@ async def simulate(
 
 async def _live(
     sim: Simulator,
-    target: FileTarget | KafkaTarget | HttpTarget,
+    target: FileTarget | TopicTarget | HttpTarget,
     plan: SimulationPlan,
     rate: float,
     stop: asyncio.Event,

@@ -18,10 +18,10 @@ from prometheus_client import CollectorRegistry
 from collector.auth import TokenAuth
 from collector.handoff import MemoryHandoff
 from collector.http.app import create_app
-from processors.simulate import SimulationPlan, Simulator, parse_target, simulate
-from processors.simulate.targets import FileTarget, HttpTarget
 from schemas.errors import ConfigError
 from schemas.settings import Settings
+from simulator import SimulationPlan, Simulator, parse_target, simulate
+from simulator.targets import FileTarget, HttpTarget
 
 # Recent: the ingest app rejects events over 30 days old.
 END = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from statistics import NormalDist
 from typing import Any
 
-from processors.simulate.catalog import (
+from simulator.catalog import (
     BASE_ERROR_RATES,
     MODELS,
     PROVIDERS,
@@ -43,7 +43,7 @@ from processors.simulate.catalog import (
     ModelSpec,
     Region,
 )
-from processors.simulate.traffic import (
+from simulator.traffic import (
     HOUR_MS,
     Incident,
     incidents_between,

@@ -36,7 +36,7 @@ from processors.clickhouse import ClickHouse, connect
 from processors.store import open_store, read_limits
 from schemas.errors import OperationalError, TelemetryError
 from schemas.settings import Settings
-from telemetry.embedded.serial import SerialStore
+from telemetry.service.serial import SerialStore
 
 __all__ = [
     "READERS",

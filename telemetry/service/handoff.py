@@ -14,7 +14,7 @@ from collector.handoff import Rejected as HttpRejected
 from processors.sinks.rejected import Rejected, write_rejected
 from processors.sinks.requests import write_events
 from schemas.event import RequestEvent
-from telemetry.embedded.serial import SerialStore
+from telemetry.service.serial import SerialStore
 
 __all__ = ["StoreHandoff"]
 

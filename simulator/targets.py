@@ -1,4 +1,4 @@
-"""Where simulated traffic goes: an NDJSON file, the Kafka events topic, or the HTTP ingest.
+"""Where simulated traffic goes: an NDJSON file, the events topic, or the HTTP ingest.
 
 A target is ``start()``, ``send(batch)`` (buffers), ``flush()`` (delivers what
 is buffered) and ``close()`` (flushes, returns a report). ``parse_target``
@@ -11,27 +11,31 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import orjson
 
-from processors.kafka_io import EventProducer, ensure_topics
 from schemas.errors import ConfigError, OperationalError
 from schemas.settings import Settings
+
+if TYPE_CHECKING:
+    from collector.handoff import Handoff
 
 __all__ = [
     "HTTP_BATCH",
     "INGEST_TOKEN_ENV",
     "KAFKA_BATCH",
+    "EventDoor",
     "FileTarget",
     "HttpTarget",
-    "KafkaTarget",
     "Target",
     "TargetReport",
+    "TopicTarget",
     "encode_lines",
     "parse_target",
 ]
@@ -40,7 +44,7 @@ Event = dict[str, Any]
 
 #: Events per POST to the HTTP ingest service.
 HTTP_BATCH = 1_000
-#: Events per send on the target's one producer session.
+#: Events per hand-over through the events topic's door.
 KAFKA_BATCH = 20_000
 #: The bearer token the simulator presents to the HTTP ingest (the service keeps digests).
 INGEST_TOKEN_ENV = "TELEMETRY_INGEST_TOKEN"
@@ -130,34 +134,40 @@ class FileTarget:
         return self._report
 
 
-class KafkaTarget:
-    """The events topic (``TELEMETRY_KAFKA``, ``TELEMETRY_TOPIC``), one producer session.
+class EventDoor(Protocol):
+    """A pipeline's entrance for valid events: ``telemetry.pipeline`` opens the events topic's.
 
-    Events are validated into ``RequestEvent`` on the way (the producer's input
+    ``open()`` yields a ``collector.handoff.Handoff`` (the HTTP door's seam)
+    for the length of a run: the simulator plays a gateway and needs no more.
+    """
+
+    description: str
+
+    def open(self) -> AbstractAsyncContextManager[Handoff]: ...
+
+
+def _no_door(settings: Settings) -> EventDoor | None:
+    return None
+
+
+class TopicTarget:
+    """The events topic (``TELEMETRY_KAFKA``, ``TELEMETRY_TOPIC``), through the pipeline's door.
+
+    Events are validated into ``RequestEvent`` on the way (the handoff's input
     type), so a generator bug would fail loudly here rather than in a worker.
     """
 
-    def __init__(self, settings: Settings, *, batch: int = KAFKA_BATCH) -> None:
-        if not settings.kafka:
-            raise ConfigError("--to kafka needs a broker: set TELEMETRY_KAFKA (or --kafka)")
-        self.settings = settings
-        self.bootstrap = settings.kafka
+    def __init__(self, door: EventDoor, *, batch: int = KAFKA_BATCH) -> None:
+        self.door = door
         self.batch = batch
-        self.description = f"{settings.topic} at {settings.kafka}"
+        self.description = door.description
         self._buffer: list[Event] = []
         self._report = TargetReport(self.description)
-        self._producer: EventProducer | None = None
+        self._session = contextlib.AsyncExitStack()
+        self._handoff: Handoff | None = None
 
     async def start(self) -> None:
-        s = self.settings
-        await ensure_topics(
-            self.bootstrap,
-            [s.topic, s.dlq_topic],
-            partitions=s.partitions,
-            replication_factor=s.replication_factor,
-        )
-        self._producer = EventProducer(self.bootstrap)
-        await self._producer.start()
+        self._handoff = await self._session.enter_async_context(self.door.open())
 
     async def send(self, batch: Sequence[Event]) -> None:
         self._buffer.extend(batch)
@@ -171,16 +181,16 @@ class KafkaTarget:
             chunk = self._buffer[: self.batch]
             del self._buffer[: self.batch]
             events = [validate_event(e) for e in chunk]
-            assert self._producer is not None, "send() before start()"
-            self._report.sent += await self._producer.send(self.settings.topic, events)
+            assert self._handoff is not None, "send() before start()"
+            await self._handoff.hand_over(events)
+            self._report.sent += len(events)
 
     async def close(self) -> TargetReport:
         try:
             await self.flush()
         finally:
-            if self._producer is not None:
-                await self._producer.stop()
-                self._producer = None
+            self._handoff = None
+            await self._session.aclose()
         return self._report
 
 
@@ -308,15 +318,26 @@ class HttpTarget:
             report.rejected_samples.append(f"{item.get('field')}: {item.get('reason')}")
 
 
-def parse_target(spec: str, settings: Settings) -> FileTarget | KafkaTarget | HttpTarget:
-    """``file:PATH`` (``file:-`` = stdout), ``kafka``, or ``http(s)://HOST:PORT``."""
+def parse_target(
+    spec: str,
+    settings: Settings,
+    open_door: Callable[[Settings], EventDoor | None] = _no_door,
+) -> FileTarget | TopicTarget | HttpTarget:
+    """``file:PATH`` (``file:-`` = stdout), ``kafka``, or ``http(s)://HOST:PORT``.
+
+    ``kafka`` goes through ``open_door(settings)``: the command passes the
+    configured pipeline's (``telemetry.pipeline``); None means no broker.
+    """
     if spec.startswith("file:"):
         path = spec[len("file:") :]
         if not path:
             raise ConfigError("--to file:PATH needs a path (file:- for stdout)")
         return FileTarget(path)
     if spec == "kafka":
-        return KafkaTarget(settings)
+        door = open_door(settings)
+        if door is None:
+            raise ConfigError("--to kafka needs a broker: set TELEMETRY_KAFKA (or --kafka)")
+        return TopicTarget(door)
     if spec.startswith(("http://", "https://")):
         return HttpTarget(spec, token=os.environ.get(INGEST_TOKEN_ENV, "").strip() or None)
     raise ConfigError(

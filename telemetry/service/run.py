@@ -28,8 +28,8 @@ from processors.export.run import ExportOptions, ExportReport, export_once
 from processors.store import open_store
 from schemas.errors import ConfigError, TelemetryError
 from schemas.settings import Settings
-from telemetry.embedded.control import serve_store, socket_path
-from telemetry.embedded.handoff import StoreHandoff
+from telemetry.service.control import serve_store, socket_path
+from telemetry.service.handoff import StoreHandoff
 
 __all__ = ["RefreshHealth", "RunConfig", "run_embedded"]
 

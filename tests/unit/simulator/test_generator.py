@@ -11,12 +11,12 @@ from typing import Any
 import orjson
 import pytest
 
-from processors.simulate import Simulator
-from processors.simulate.catalog import MODELS
-from processors.simulate.generator import epoch_ms
-from processors.simulate.targets import encode_lines
 from schemas.codec import validate_event
 from schemas.event import ERROR_TYPES, EXCLUDED_FROM_ERROR_RATE
+from simulator import Simulator
+from simulator.catalog import MODELS
+from simulator.generator import epoch_ms
+from simulator.targets import encode_lines
 
 END = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
 HOUR_MS = 3_600_000

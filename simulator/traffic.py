@@ -11,7 +11,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from processors.simulate.catalog import MODELS, REGIONS, ModelSpec, Region
+from simulator.catalog import MODELS, REGIONS, ModelSpec, Region
 
 __all__ = [
     "DAY_MS",
