@@ -141,6 +141,7 @@ class HourBucket:
 
     def figures(self) -> Figures:
         denom = self.error_denominator
+        p50, p95, p99 = self.ttft.quantiles((0.50, 0.95, 0.99))
         return Figures(
             requests=self.requests,
             input_tokens=self.input_tokens,
@@ -150,9 +151,9 @@ class HourBucket:
             error_denominator=denom,
             error_rate=(self.errors / denom) if denom else None,
             ttft_samples=self.ttft.count,
-            ttft_p50_ms=self.ttft.quantile(0.50),
-            ttft_p95_ms=self.ttft.quantile(0.95),
-            ttft_p99_ms=self.ttft.quantile(0.99),
+            ttft_p50_ms=p50,
+            ttft_p95_ms=p95,
+            ttft_p99_ms=p99,
             output_tps_samples=self.output_tps.count,
             output_tps_p50=self.output_tps.quantile(0.50),
         )

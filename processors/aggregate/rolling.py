@@ -43,16 +43,18 @@ def rolling_rows(
     """
     items = buckets.items() if isinstance(buckets, Mapping) else buckets
     per_key: dict[tuple[str, str], HourBucket] = {}
-    per_model: dict[str, HourBucket] = {}
     for key, bucket in items:
         pk = (key.model, key.provider)
         acc = per_key.get(pk)
         if acc is None:
             acc = per_key[pk] = HourBucket()
-            per_model.setdefault(key.model, HourBucket())
         if in_window(key.hour, as_of):
             acc.merge(bucket)
-            per_model[key.model].merge(bucket)
+    # A model's row merges its providers' rows, not every hour bucket again:
+    # merging adds integer counts and sketch bins, so the order changes nothing.
+    per_model: dict[str, HourBucket] = {}
+    for (model, _), acc in per_key.items():
+        per_model.setdefault(model, HourBucket()).merge(acc)
     for model, provider in keys:
         if provider != ALL_PROVIDERS:
             per_key.setdefault((model, provider), HourBucket())

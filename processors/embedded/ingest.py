@@ -28,6 +28,7 @@ once (``processors.embedded.refresh``).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -65,9 +66,10 @@ __all__ = [
 DEFAULT_BATCH = 25_000
 #: Rejected lines stored per run (per file); the others are counted, not stored.
 MAX_REJECTS_KEPT = 10_000
-#: Fold stored rows into the buckets every this many events, so that a refresh
-#: never holds more than this many rows in memory (a 1 GB file stays bounded).
-REFRESH_EVERY = 200_000
+#: Fold stored rows into the buckets held in memory every this many events, so
+#: that no read holds more than this many rows (a 1 GB file stays bounded); the
+#: buckets are stored and the stats published once, at the end.
+REFRESH_EVERY = 100_000
 _SAMPLES = 20
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -85,14 +87,37 @@ CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE}
 #: The lines of a block (line number, text), for the SQL rules.
 _RAW = "telemetry_ingest_lines"
 _RAW_DDL = f"CREATE TEMPORARY TABLE IF NOT EXISTS {_RAW} (n UInt64, line String) ENGINE = Memory"
-_STAGE_VALID = stage_valid_sql(_RAW, _STAGE)
-#: The block's events whose id is neither stored nor earlier in the block, stored.
+#: The engine's threads for the SQL rules: the block goes in as this many
+#: Arrow batches (rows of the lines table), each checked and staged by a thread
+#: of its own. One batch and one thread would leave all cores but one idle.
+_THREADS = max(1, min(os.cpu_count() or 1, 8))
+_STAGE_VALID = (
+    stage_valid_sql(_RAW, _STAGE)
+    + f"SETTINGS max_threads = {_THREADS}, max_insert_threads = {_THREADS}\n"
+)
+#: The block's events whose id is neither stored nor earlier in the block, as
+#: the rows to store, in a session table: counting them there costs nothing,
+#: where counting them once stored would read the store's columns each block.
+_NEW = "telemetry_ingest_new"
+_COLUMNS = (
+    "event_id, schema_version, ts, gateway_id, region, model, provider, stream, status, "
+    "error_type, http_status, ttft_ms, latency_ms, input_tokens, output_tokens, "
+    "cached_input_tokens, ingested_at"
+)
+_NEW_DDL = f"""
+CREATE TEMPORARY TABLE IF NOT EXISTS {_NEW}
+(
+    event_id UUID, schema_version UInt8, ts DateTime64(3, 'UTC'), gateway_id String,
+    region Nullable(String), model String, provider String, stream Bool, status String,
+    error_type Nullable(String), http_status UInt16, ttft_ms Nullable(Float64),
+    latency_ms Float64, input_tokens UInt64, output_tokens UInt64, cached_input_tokens UInt64,
+    ingested_at DateTime64(3, 'UTC')
+) ENGINE = Memory
+"""
 #: ``LIMIT 1 BY`` after ``ORDER BY pos`` keeps an id's first copy, as the
 #: per-event writer did; an id counts once whatever its ``ts``.
-_STORE = f"""
-INSERT INTO telemetry.requests (event_id, schema_version, ts, gateway_id, region, model,
-    provider, stream, status, error_type, http_status, ttft_ms, latency_ms, input_tokens,
-    output_tokens, cached_input_tokens, ingested_at)
+_SELECT_NEW = f"""
+INSERT INTO {_NEW} ({_COLUMNS})
 SELECT id, 1, ts, gateway_id, region, model, provider, stream, status, error_type,
     http_status, ttft_ms, latency_ms, input_tokens, output_tokens, cached_input_tokens,
     {{at:DateTime64(3, 'UTC')}}
@@ -104,10 +129,8 @@ WHERE id NOT IN (
 ORDER BY pos
 LIMIT 1 BY id
 """
-_STORED = (
-    "SELECT count() FROM telemetry.requests WHERE ingested_at = {at:DateTime64(3, 'UTC')} "
-    "AND event_id IN (SELECT toUUID(UUIDNumToString(event_id)) FROM " + _STAGE + ")"
-)
+#: The one statement that stores them: a block is stored whole or not at all.
+_STORE = f"INSERT INTO telemetry.requests ({_COLUMNS}) SELECT {_COLUMNS} FROM {_NEW}"
 
 
 @dataclass(slots=True)
@@ -219,16 +242,20 @@ def write_events(ch: ClickHouse, events: pa.Table) -> int:
     """Store the staged events and ``events`` whose ``event_id`` is new; return how many.
 
     ``events`` joins what ``stage_lines`` staged for the block; then one
-    ``INSERT ... SELECT`` stores every staged event whose id is neither
-    stored already nor on an earlier line (``pos``). The stored rows carry
-    one ``ingested_at`` per block, which is how the new ones are counted.
+    ``INSERT ... SELECT`` picks every staged event whose id is neither
+    stored already nor on an earlier line (``pos``), and one more stores
+    them. The stored rows carry one ``ingested_at`` per block.
     """
     at = _stamps.next()
     ch.command(_STAGE_DDL)
+    ch.command(_NEW_DDL)
+    ch.command(f"TRUNCATE TABLE {_NEW}")
     ch.insert_arrow(_STAGE, events)
-    ch.command(_STORE, {"at": at})
-    rows = ch.query(_STORED, {"at": at})
+    ch.command(_SELECT_NEW, {"at": at})
+    rows = ch.query(f"SELECT count() FROM {_NEW}")
+    ch.command(_STORE)
     ch.command(f"TRUNCATE TABLE {_STAGE}")
+    ch.command(f"TRUNCATE TABLE {_NEW}")
     return int(rows[0][0])
 
 
@@ -263,7 +290,8 @@ def stage_lines(ch: ClickHouse, block: LineBlock, now: datetime) -> list[int]:
             "line": pa.array(block.lines, pa.binary()),
         }
     )
-    ch.insert_arrow(_RAW, lines)
+    per_thread = max(1, -(-len(block) // _THREADS))
+    ch.insert_arrow(_RAW, pa.Table.from_batches(lines.to_batches(max_chunksize=per_thread)))
     ch.command(_STAGE_VALID, {"now_us": _us(now)})
     table = ch.query_arrow(f"SELECT n FROM {_RAW} WHERE n NOT IN (SELECT pos FROM {_STAGE})")
     ch.command(f"TRUNCATE TABLE {_RAW}")
@@ -325,7 +353,7 @@ def ingest_lines(
         if on_batch:
             on_batch(report)
         if refresher is not None and since_refresh >= REFRESH_EVERY:
-            report.refresh = refresher.refresh(ch)
+            refresher.fold(ch)
             since_refresh = 0
     if refresher is not None:
         report.refresh = refresher.refresh(ch)

@@ -38,13 +38,13 @@ from processors.aggregate import (
 from processors.aggregate.columns import BucketInputs
 from processors.aggregate.window import window_start_hour
 from processors.clickhouse import ClickHouse
+from processors.publication import WATERMARK
 from processors.sinks.stats import write_hourly, write_stats
 from schemas.event import EXCLUDED_FROM_ERROR_RATE
 
 __all__ = ["RefreshReport", "Refresher", "refresh", "unfolded_rows"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_WATERMARK = "buckets_watermark"
 _INT64_MAX = 2**63 - 1
 #: Rows newer than the watermark, in the window: what the fold needs, as columns.
 _NEW_ROWS = (
@@ -99,13 +99,13 @@ def unfolded_rows(ch: _Reader) -> int:
 def _watermark(ch: _Reader) -> datetime:
     rows = ch.query(
         "SELECT value FROM telemetry.pipeline_state FINAL WHERE name = {n:String}",
-        {"n": _WATERMARK},
+        {"n": WATERMARK},
     )
     return datetime.fromisoformat(rows[0][0]) if rows else _EPOCH
 
 
 def _set_watermark(ch: ClickHouse, value: datetime) -> None:
-    ch.insert("telemetry.pipeline_state", [(_WATERMARK, value.isoformat())], ("name", "value"))
+    ch.insert("telemetry.pipeline_state", [(WATERMARK, value.isoformat())], ("name", "value"))
 
 
 #: A bucket and its ``through`` (unix ms of the newest ``ingested_at`` it holds).
@@ -179,69 +179,118 @@ class Refresher:
 
     Only for the process that owns the store (the only writer of its
     buckets): ``telemetry run`` and one `telemetry ingest`.
+
+    ``fold`` counts new rows into the buckets held in memory and writes
+    nothing; ``refresh`` folds, then stores the buckets that changed, moves
+    the watermark and publishes. A long ingest folds every so often (so no
+    read holds more than that many rows) and refreshes once at the end: the
+    store's buckets and watermark move together, so a process killed
+    between folds loses only what it held in memory, and the next refresh
+    reads those rows again from the unchanged watermark.
     """
 
     def __init__(self) -> None:
         self._held: _Held | None = None
+        #: the newest ``ingested_at`` folded into ``_held``
+        self._mark: datetime | None = None
+        #: the watermark in the store, as this process last read or wrote it
+        self._saved: datetime | None = None
+        #: buckets folded into since they were last stored
+        self._touched: set[BucketKey] = set()
         #: how many times the buckets were read from the store (tests look)
         self.loads = 0
+
+    def fold(self, ch: ClickHouse, *, as_of: datetime | None = None) -> int:
+        """Count the rows stored since the last fold into the held buckets; how many rows.
+
+        Nothing is written: until ``refresh``, the counts live in memory only.
+        """
+        try:
+            return self._fold(ch, as_of or datetime.now(UTC))
+        except BaseException:
+            self._forget()
+            raise
 
     def refresh(self, ch: ClickHouse, *, as_of: datetime | None = None) -> RefreshReport:
         try:
             return self._refresh(ch, as_of or datetime.now(UTC))
         except BaseException:
-            self._held = None  # buckets may have been added to: read them again next time
+            self._forget()
             raise
 
-    def _refresh(self, ch: ClickHouse, as_of: datetime) -> RefreshReport:
+    def _forget(self) -> None:
+        """Drop what is held: buckets may have been added to; read them again next time."""
+        self._held = None
+        self._mark = None
+        self._saved = None
+        self._touched = set()
+
+    def _fold(self, ch: ClickHouse, as_of: datetime) -> int:
         start = window_start(as_of)
         if self._held is None:
             self._held = _load_buckets(ch, start)
+            self._mark = self._saved = _watermark(ch)
+            self._touched = set()
             self.loads += 1
-        else:
+        held = self._held
+        low = self._mark
+        assert low is not None  # set with ``_held``
+        high_rows = ch.query("SELECT max(ingested_at) FROM telemetry.requests")
+        high = _utc(high_rows[0][0]) if high_rows and high_rows[0][0] else low
+        if high <= low:
+            return 0
+        table = ch.query_arrow(_NEW_ROWS, {"low": low, "high": high, "start": start})
+        new_rows = int(table.num_rows)
+        if new_rows:
+            group, keys = _groups(table)
+            targets: list[HourBucket] = []
+            cutoffs: list[int] = []
+            for model, provider, hour in keys:
+                key = BucketKey(model, provider, hour)
+                got = held.get(key)
+                if got is None:
+                    got = held[key] = (HourBucket(), 0)
+                targets.append(got[0])
+                cutoffs.append(got[1])
+                self._touched.add(key)
+            # Only rows newer than their bucket's ``through`` (a crash between
+            # writing buckets and moving the watermark leaves some counted).
+            at = table.column("at").to_numpy().astype(np.int64)
+            newer = at > np.asarray(cutoffs, dtype=np.int64)[group]
+            cols = _inputs(table)
+            if not newer.all():
+                cols = cols.take(np.flatnonzero(newer))
+                group = group[newer]
+            HourBucket.add_groups(targets, group, cols)
+        self._mark = high
+        return new_rows
+
+    def _refresh(self, ch: ClickHouse, as_of: datetime) -> RefreshReport:
+        if self._held is not None:
             first = window_start_hour(as_of)
             for key in [k for k in self._held if k.hour < first]:
                 del self._held[key]
+                self._touched.discard(key)
+        new_rows = self._fold(ch, as_of)
         held = self._held
-        low = _watermark(ch)
-        high_rows = ch.query("SELECT max(ingested_at) FROM telemetry.requests")
-        high = _utc(high_rows[0][0]) if high_rows and high_rows[0][0] else low
-        new_rows = 0
-        touched: dict[BucketKey, HourBucket] = {}
-        if high > low:
-            table = ch.query_arrow(_NEW_ROWS, {"low": low, "high": high, "start": start})
-            new_rows = table.num_rows
-            if new_rows:
-                group, keys = _groups(table)
-                targets: list[HourBucket] = []
-                cutoffs: list[int] = []
-                for model, provider, hour in keys:
-                    key = BucketKey(model, provider, hour)
-                    bucket, through = held.get(key, (HourBucket(), 0))
-                    targets.append(bucket)
-                    cutoffs.append(through)
-                    touched[key] = bucket
-                # Only rows newer than their bucket's ``through`` (a crash between
-                # writing buckets and moving the watermark leaves some counted).
-                at = table.column("at").to_numpy().astype(np.int64)
-                newer = at > np.asarray(cutoffs, dtype=np.int64)[group]
-                cols = _inputs(table)
-                if not newer.all():
-                    cols = cols.take(np.flatnonzero(newer))
-                    group = group[newer]
-                HourBucket.add_groups(targets, group, cols)
-            if touched:
-                ch.insert(
-                    "telemetry.stat_buckets",
-                    [
-                        (k.model, k.provider, hour_start(k.hour), high, b.to_bytes())
-                        for k, b in touched.items()
-                    ],
-                    ("model", "provider", "hour", "through", "state"),
-                )
-                for k, b in touched.items():
-                    held[k] = (b, _ms(high))
+        assert held is not None and self._mark is not None  # set by _fold
+        high = self._mark
+        touched = {k: held[k][0] for k in self._touched if k in held}
+        if touched:
+            ch.insert(
+                "telemetry.stat_buckets",
+                [
+                    (k.model, k.provider, hour_start(k.hour), high, b.to_bytes())
+                    for k, b in touched.items()
+                ],
+                ("model", "provider", "hour", "through", "state"),
+            )
+            for k, b in touched.items():
+                held[k] = (b, _ms(high))
+        if high != self._saved:
             _set_watermark(ch, high)
+            self._saved = high
+        self._touched = set()
 
         buckets = {k: b for k, (b, _) in held.items()}
         published = ch.query("SELECT DISTINCT model, provider FROM telemetry.model_stats_7d")

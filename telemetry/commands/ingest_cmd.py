@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,6 +89,10 @@ def register(app: typer.Typer) -> None:
                 f"{exc}; while `telemetry run` owns it, send the events to its HTTP "
                 "ingest instead (POST /v1/events, or telemetry simulate --to http://HOST:PORT)"
             )
+        # What this process has loaded so far (modules, the engine's client)
+        # lives as long as it does: out of the cyclic collector's way, whose
+        # full passes would otherwise walk it again and again during the file.
+        gc.freeze()
         head = _Head()
         show = not quiet and size is not None and err_console.is_terminal
         with Progress(

@@ -10,9 +10,9 @@ import orjson
 import typer
 from rich.table import Table
 
-from processors.embedded.refresh import refresh
 from processors.export.display import STATS_TABLE_COLUMNS, stats_table_rows
 from processors.export.document import iso
+from processors.publication import published_is_current
 from telemetry.context import console, settings_from
 from telemetry.pipeline import open_pipeline
 from telemetry.safe_text import safe_text
@@ -37,8 +37,12 @@ def register(app: typer.Typer) -> None:
         """Print the current rolling 7-day stats, per model and per (model, provider)."""
         settings = settings_from(ctx)
         ch = open_reader(settings)
-        if open_pipeline(settings).refreshes(ch):
-            refresh(ch)  # embedded, no `telemetry run` owning it: bring the window up to now
+        # Embedded, no `telemetry run` owning it: bring the window up to now
+        # (nothing to do when the last publication is still current).
+        if open_pipeline(settings).refreshes(ch) and not published_is_current(ch):
+            from processors.embedded.refresh import refresh  # numpy, pyarrow: only to refresh
+
+            refresh(ch)
         rows = ch.query_dicts(_QUERY, {"model": model or ""})
         if as_json:
             for r in rows:
