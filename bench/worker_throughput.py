@@ -466,6 +466,10 @@ WHAT_IFS = {
         "Faust's default stream_buffer_maxsize (4,096 records fetched ahead)",
         "import processors.worker.app as _a\n_a.STREAM_BUFFER_RECORDS = 4096\n",
     ),
+    "queue256": (
+        "stream_buffer_maxsize=256 records fetched ahead",
+        "import processors.worker.app as _a\n_a.STREAM_BUFFER_RECORDS = 256\n",
+    ),
     "bytes32": (
         "BATCH_MAX_BYTES=32 MiB",
         "import processors.worker.app as _a\n_a.BATCH_MAX_BYTES = 32 * 1024 * 1024\n",
