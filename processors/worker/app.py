@@ -37,6 +37,7 @@ from processors.worker.bookkeeper import (
 )
 from processors.worker.fold import Record
 from processors.worker.gap_reader import GapReader
+from processors.worker.heap import HeapTrimmer
 from processors.worker.metrics import WorkerMetrics
 from processors.worker.pending_writes import PendingWrites
 from processors.worker.records import (
@@ -184,6 +185,7 @@ def create_app(
         on_fold=health.on_fold,
     )
     assigned: dict[str, Any] = {"tps": None, "hourly_at": 0.0}
+    heap = HeapTrimmer()
 
     @seen.on_recover
     async def seen_restored() -> None:
@@ -217,6 +219,7 @@ def create_app(
                 # take_events, acknowledges the buffer even when we leave with
                 # an error).
                 await book.fold_batch(batch)
+                heap.maybe()  # a batch frees thousands of decoded buckets and lines
                 yield len(batch)
         finally:
             await gap_reader.close()
@@ -251,6 +254,7 @@ def create_app(
             hourly_topic.send_soon(key=hrow.model.encode(), value=encode_row(hrow))
         await book.nudge_idle_partitions()
         book.expire(pub.expired)
+        heap.maybe()
         counters.published_rows += len(pub.stats)
         health.on_publish(len(pub.stats), len(pub.hourly))
         log.info(
