@@ -16,43 +16,16 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from body_judge import check_array, check_ndjson
 from prometheus_client import CollectorRegistry
 
 import collector.http.body as body_module
 from collector.handoff import MemoryHandoff
 from collector.http.app import create_app
-from collector.http.body import MAX_ITEMS, Parsed, parse_events
-from schemas.codec import MAX_EVENT_BYTES, decode_event, encode_event, iter_ndjson, validate_event
-from schemas.errors import InvalidEvent
+from collector.http.body import MAX_ITEMS
+from schemas.codec import MAX_EVENT_BYTES, validate_event
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-ALL = 10**6  # keep every reject, so that every one can be compared
-
-
-def _expected_ndjson(body: bytes) -> tuple[list[bytes], list[tuple[int, int, str, str]]]:
-    good: list[bytes] = []
-    bad: list[tuple[int, int, str, str]] = []
-    for index, (lineno, line) in enumerate(iter_ndjson([body])):
-        try:
-            good.append(encode_event(decode_event(line, now=NOW)))
-        except InvalidEvent as exc:
-            bad.append((index, lineno, exc.field, exc.reason))
-    return good, bad
-
-
-def _got(parsed: Parsed) -> tuple[list[bytes], list[tuple[int, int | None, str, str]]]:
-    bad = [
-        (r.index, line, r.field, r.reason)
-        for r, line in zip(parsed.rejected, parsed.lines, strict=True)
-    ]
-    assert parsed.rejected_count == len(bad)
-    return parsed.events.lines, bad
-
-
-def _check_ndjson(body: bytes) -> tuple[list[bytes], list[tuple[int, int, str, str]]]:
-    expected = _expected_ndjson(body)
-    assert _got(parse_events(body, "ndjson", source="t", now=NOW, keep=ALL)) == expected
-    return expected
 
 
 def _event(factory: Any, k: int) -> dict[str, Any]:
@@ -66,7 +39,7 @@ def test_bad_lines_at_the_chunk_boundaries(event_factory: Any) -> None:
     lines = [orjson.dumps(_event(event_factory, k)) for k in range(n)]
     for at in (0, chunk - 1, chunk, chunk + 1, 2 * chunk - 1, 2 * chunk, n - 1):
         lines[at] = orjson.dumps({**_event(event_factory, at), "ttft_ms": 5e6})
-    good, bad = _check_ndjson(b"\n".join(lines))
+    good, bad = check_ndjson(b"\n".join(lines), NOW)
     assert len(good) == n - 7 and [b[0] for b in bad][1:3] == [chunk - 1, chunk]
 
 
@@ -76,7 +49,7 @@ def test_a_huge_line_is_one_rejected_event_and_its_neighbours_are_kept(
     huge = orjson.dumps({**event_factory(), "pad": "x" * (3 * 1024 * 1024)})
     just_over = orjson.dumps({**event_factory(), "pad": "y" * MAX_EVENT_BYTES})
     lines = [orjson.dumps(event_factory()), huge, orjson.dumps(event_factory()), just_over]
-    good, bad = _check_ndjson(b"\n".join(lines))
+    good, bad = check_ndjson(b"\n".join(lines), NOW)
     assert len(good) == 2 and [(b[1], b[2]) for b in bad] == [(2, "$"), (4, "$")]
     assert "byte limit" in bad[0][3]
 
@@ -87,16 +60,16 @@ def test_invalid_utf8_a_bom_and_crlf_line_ends(event_factory: Any) -> None:
     lone = orjson.dumps(event_factory(gateway_id="gw")).replace(b'"gw"', b'"\\ud800"')
     bom = b"\xef\xbb\xbf" + orjson.dumps(event_factory())
     body = b"\r\n".join([ok, bad_utf8, ok, lone, bom, ok]) + b"\r\n"
-    good, bad = _check_ndjson(body)
+    good, bad = check_ndjson(body, NOW)
     assert len(good) == 3 and [b[1] for b in bad] == [2, 4, 5]
     crlf_only = b"\r\n".join(orjson.dumps(event_factory()) for _ in range(20)) + b"\r\n"
-    assert len(_check_ndjson(crlf_only)[0]) == 20
+    assert len(check_ndjson(crlf_only, NOW)[0]) == 20
 
 
 def test_empty_and_blank_lines_count_in_line_numbers_only(event_factory: Any) -> None:
     ev = [orjson.dumps(event_factory()) for _ in range(3)]
     body = b"\n\n" + ev[0] + b"\n \t\n\r\n" + b"{}" + b"\n\n" + ev[1] + b"\n" + ev[2] + b"\n\n"
-    good, bad = _check_ndjson(body)
+    good, bad = check_ndjson(body, NOW)
     assert len(good) == 3 and bad == [(1, 6, "event_id", "event_id: is required")]
 
 
@@ -106,15 +79,7 @@ def test_one_giant_json_array(event_factory: Any) -> None:
     for at in range(0, MAX_ITEMS, 9_973):
         items[at] = {**items[at], "status": "error"}  # error_type is then required
     items[-1] = 7
-    parsed = parse_events(orjson.dumps(items), "json", source="t", now=NOW, keep=ALL)
-    good: list[bytes] = []
-    bad: list[tuple[int, int | None, str, str]] = []
-    for index, item in enumerate(items):
-        try:
-            good.append(encode_event(validate_event(item, now=NOW)))
-        except InvalidEvent as exc:
-            bad.append((index, None, exc.field, exc.reason))
-    assert _got(parsed) == (good, bad)
+    _, bad = check_array(items, NOW)
     assert len(bad) == len(range(0, MAX_ITEMS, 9_973)) + 1
 
 

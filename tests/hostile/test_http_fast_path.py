@@ -15,53 +15,18 @@ from typing import Any
 
 import orjson
 import pytest
+from body_judge import check_array, check_ndjson
 
 import collector.http.body as body_module
-from collector.http.body import BodyError, Parsed, parse_events
-from schemas.codec import decode_event, encode_event, iter_ndjson, validate_event
-from schemas.errors import InvalidEvent
+from collector.http.body import BodyError, parse_events
+from schemas.codec import encode_event, validate_event
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-ALL = 10**6  # keep every reject, so that every one can be compared
 
 
 def _event(factory: Any, k: int, **changes: Any) -> dict[str, Any]:
     ts = (NOW - timedelta(seconds=k, microseconds=k * 37)).isoformat().replace("+00:00", "Z")
     return {**factory(ts=ts, model=f"m/{k % 7}"), **changes}
-
-
-def _got(parsed: Parsed) -> tuple[list[bytes], list[tuple[int, int | None, str, str]]]:
-    bad = [
-        (r.index, line, r.field, r.reason)
-        for r, line in zip(parsed.rejected, parsed.lines, strict=True)
-    ]
-    assert parsed.rejected_count == len(bad)
-    return parsed.events.lines, bad
-
-
-def _check_ndjson(body: bytes) -> tuple[list[bytes], list[tuple[int, int | None, str, str]]]:
-    good: list[bytes] = []
-    bad: list[tuple[int, int | None, str, str]] = []
-    for index, (lineno, line) in enumerate(iter_ndjson([body])):
-        try:
-            good.append(encode_event(decode_event(line, now=NOW)))
-        except InvalidEvent as exc:
-            bad.append((index, lineno, exc.field, exc.reason))
-    assert _got(parse_events(body, "ndjson", source="t", now=NOW, keep=ALL)) == (good, bad)
-    return good, bad
-
-
-def _check_array(items: list[Any]) -> tuple[list[bytes], list[tuple[int, int | None, str, str]]]:
-    good: list[bytes] = []
-    bad: list[tuple[int, int | None, str, str]] = []
-    for index, item in enumerate(items):
-        try:
-            good.append(encode_event(validate_event(item, now=NOW)))
-        except InvalidEvent as exc:
-            bad.append((index, None, exc.field, exc.reason))
-    parsed = parse_events(orjson.dumps(items), "json", source="t", now=NOW, keep=ALL)
-    assert _got(parsed) == (good, bad)
-    return good, bad
 
 
 def test_unknown_fields_msgspec_would_skip_unchecked(event_factory: Any) -> None:
@@ -75,7 +40,7 @@ def test_unknown_fields_msgspec_would_skip_unchecked(event_factory: Any) -> None
         body + b',"pad":{"ok":[1,2,3]}}',
         orjson.dumps(_event(event_factory, 2)),
     ]
-    good, bad = _check_ndjson(b"\n".join(lines))
+    good, bad = check_ndjson(b"\n".join(lines), NOW)
     assert len(good) == 3 and [b[1] for b in bad] == [2, 3, 4]
 
 
@@ -91,7 +56,7 @@ def test_cross_field_breaks_spread_over_chunks_of_an_array(event_factory: Any) -
         items[at] = {**items[at], "cached_input_tokens": 10**6}
     for at in (7, 2 * chunk + 3):
         items[at] = {**items[at], "event_id": items[at]["event_id"].upper()}  # valid
-    good, bad = _check_array(items)
+    good, bad = check_array(items, NOW)
     assert len(good) == n - 9 and [b[0] for b in bad][:3] == [0, 1, 5]
 
 
@@ -100,7 +65,7 @@ def test_an_array_with_an_item_of_another_shape_is_read_by_orjson(event_factory:
     items[3] = {**items[3], "pad": [1, {"a": None}]}
     items[11] = [items[11]]
     items[12] = None
-    good, bad = _check_array(items)
+    good, bad = check_array(items, NOW)
     assert len(good) == 28 and [b[0] for b in bad] == [11, 12]
 
 
