@@ -210,11 +210,14 @@ def _fold_chunk(
     batch = validate_lines(lines, now=now)
     cols = batch.events
 
+    record_starts = np.asarray(starts, dtype=np.int64)
+    record_offsets = np.asarray(offsets, dtype=np.int64)
+
     def place(index: list[int]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """(record offset, line in the record) of each line index, in one pass."""
-        at = np.searchsorted(np.asarray(starts), np.asarray(index, dtype=np.intp), "right") - 1
-        first = np.asarray(starts, dtype=np.int64)[at]
-        return np.asarray(offsets, dtype=np.int64)[at], np.asarray(index, dtype=np.int64) - first
+        lines_at = np.asarray(index, dtype=np.int64)
+        at = np.searchsorted(record_starts, lines_at, "right") - 1
+        return record_offsets[at], lines_at - record_starts[at]
 
     bad_offsets, bad_lines = place([i for i, _ in batch.rejects])
     for offset, line, (_, why) in zip(
@@ -329,7 +332,8 @@ def _first_sightings(
     where = np.flatnonzero(inside)
     order = where[np.lexsort((where, lo[where], hi[where]))]
     starts = np.ones(len(order), dtype=bool)
-    starts[1:] = (hi[order][1:] != hi[order][:-1]) | (lo[order][1:] != lo[order][:-1])
+    hi_sorted, lo_sorted = hi[order], lo[order]
+    starts[1:] = (hi_sorted[1:] != hi_sorted[:-1]) | (lo_sorted[1:] != lo_sorted[:-1])
     first = np.zeros(len(hours), dtype=bool)
     first[order[starts]] = True
     new = inside & ~recent & first
