@@ -55,6 +55,7 @@ __all__ = [
     "IngestReport",
     "Validated",
     "ingest_lines",
+    "lines_table",
     "stage_lines",
     "validate_lines",
     "validate_part",
@@ -274,16 +275,8 @@ def validate_part(lines: list[bytes], positions: list[int], now: datetime) -> Pa
     return Part(events, valid.rejects)
 
 
-def stage_lines(ch: ClickHouse, block: LineBlock, now: datetime) -> list[int]:
-    """Stage the lines the SQL rules accept (``sql_check``); return the indexes of the others.
-
-    The block's lines go to the engine as one Arrow block; the events of the
-    lines that pass are staged (``pos`` = line number) for ``write_events``.
-    """
-    ch.command(_RAW_DDL)
-    ch.command(_STAGE_DDL)
-    ch.command(f"TRUNCATE TABLE {_RAW}")
-    ch.command(f"TRUNCATE TABLE {_STAGE}")
+def lines_table(block: LineBlock) -> pa.Table:
+    """The block's lines as the Arrow table ``stage_lines`` sends: one batch per engine thread."""
     lines = pa.table(
         {
             "n": pa.array(block.numbers, pa.uint64()),
@@ -291,7 +284,25 @@ def stage_lines(ch: ClickHouse, block: LineBlock, now: datetime) -> list[int]:
         }
     )
     per_thread = max(1, -(-len(block) // _THREADS))
-    ch.insert_arrow(_RAW, pa.Table.from_batches(lines.to_batches(max_chunksize=per_thread)))
+    return pa.Table.from_batches(lines.to_batches(max_chunksize=per_thread))
+
+
+def stage_lines(ch: ClickHouse, block: LineBlock, now: datetime) -> list[int]:
+    """Stage the lines the SQL rules accept (``sql_check``); return the indexes of the others.
+
+    The block's lines go to the engine as Arrow (``lines_table``); the
+    events of the lines that pass are staged (``pos`` = line number) for
+    ``write_events``.
+    """
+    ch.command(_RAW_DDL)
+    ch.command(_STAGE_DDL)
+    ch.command(f"TRUNCATE TABLE {_RAW}")
+    ch.command(f"TRUNCATE TABLE {_STAGE}")
+    # One insert per batch: the Memory engine keeps an insert as one block
+    # and reads a block with one thread, so one insert of the whole block
+    # would leave the rules to one core (2.8 against 1.8 us a line on two).
+    for batch in lines_table(block).to_batches():
+        ch.insert_arrow(_RAW, pa.Table.from_batches([batch]))
     ch.command(_STAGE_VALID, {"now_us": _us(now)})
     table = ch.query_arrow(f"SELECT n FROM {_RAW} WHERE n NOT IN (SELECT pos FROM {_STAGE})")
     ch.command(f"TRUNCATE TABLE {_RAW}")
