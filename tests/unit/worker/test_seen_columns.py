@@ -187,3 +187,66 @@ def test_expire_drops_sightings_older_than_the_cutoff() -> None:
 
 def test_an_index_row_is_40_bytes() -> None:
     assert ROW.itemsize == 40
+
+
+def _newest_by_lexsort(rows: np.ndarray) -> np.ndarray:
+    """The definition: sorted by (hi, lo), the last of each id by (first_seen, order given)."""
+    order = np.lexsort((np.arange(len(rows)), rows["first_seen"], rows["lo"], rows["hi"]))
+    ranked = rows[order]
+    last = np.ones(len(ranked), dtype=bool)
+    last[:-1] = (ranked["hi"][1:] != ranked["hi"][:-1]) | (ranked["lo"][1:] != ranked["lo"][:-1])
+    return ranked[last]
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_newest_each_is_the_lexsort_definition(seed: int) -> None:
+    """Few high halves (many shared), repeated ids, tied ``first_seen``: one answer."""
+    from processors.worker.seen import _newest_each
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    rows = np.zeros(n, dtype=ROW)
+    rows["hi"] = rng.integers(0, int(rng.integers(1, 50)), n).astype(np.uint64)
+    rows["lo"] = rng.integers(0, 4, n).astype(np.uint64)
+    rows["offset"] = np.arange(n)
+    rows["first_seen"] = NOW_S - rng.integers(0, 3, n)
+    if seed % 2:  # two sorted runs one after the other, as a merge sees them
+        cut = n // 2
+        rows = np.concatenate([_newest_each(rows[:cut]), _newest_each(rows[cut:])])
+    assert _newest_each(rows).tobytes() == _newest_by_lexsort(rows).tobytes()
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_index_answers_as_a_dict_through_merges_and_expiry(seed: int) -> None:
+    rng = random.Random(seed)
+    base = [os.urandom(8) for _ in range(5)]  # shared high halves
+    pool = [rng.choice(base) + os.urandom(8) for _ in range(40)] + [
+        os.urandom(16) for _ in range(40)
+    ]
+    ids = SeenIds()
+    want: dict[bytes, Mark] = {}
+    for step in range(60):
+        batch = []
+        for _ in range(rng.randint(1, 30)):
+            eid = rng.choice(pool)
+            mark = (0, step, rng.randint(0, 3), NOW_S - rng.randint(0, 5000))
+            batch.append((eid, mark))
+        ids.add(batch)
+        for eid, mark in batch:  # newest first_seen wins; a tie goes to the later
+            if eid not in want or mark[3] >= want[eid][3]:
+                want[eid] = mark
+        if step % 17 == 16:
+            cutoff = NOW_S - rng.randint(1000, 4000)
+            ids.expire(cutoff)
+            want = {e: m for e, m in want.items() if m[3] >= cutoff}
+        probe = rng.sample(pool, 20)
+        hi, lo = id_halves(b"".join(probe))
+        got = ids.lookup(hi, lo)
+        for k, eid in enumerate(probe):
+            assert bool(got.found[k]) == (eid in want)
+            if eid in want:
+                assert (int(got.offset[k]), int(got.line[k]), float(got.first_seen[k])) == (
+                    want[eid][1],
+                    want[eid][2],
+                    want[eid][3],
+                )
