@@ -427,7 +427,11 @@ def counted_in_log(log: Path) -> int | None:
 #: ``linger``: the same, and changelog sends batched for 50 ms (Faust's default
 #: is 0: each changelog message leaves in a tiny produce request).
 #: ``faust-only``: nothing of ours per event (no decode, no fold): what Faust's
-#: stream machinery alone allows (its counted figure is 0 by design).
+#: stream machinery alone allows (its counted figure is 0 by design; the run
+#: stops if it is not, as when the patch misses the fold the worker calls).
+#: ``same``: no change at all; a later run differs from the first by itself
+#: (page cache, the broker's state), so compare what-ifs with ``same``.
+#: ``linger0``: changelog sends leave at once (Faust's default).
 WHAT_IFS = {
     "buffer": (
         "ProducerBuffer.max_messages=1e6",
@@ -439,9 +443,9 @@ WHAT_IFS = {
     ),
     "faust-only": (
         "Faust's own ceiling: the same agent with the fold replaced by a no-op",
-        "import processors.worker.app as _a\n"
+        "import processors.worker.bookkeeper as _b\n"
         "from processors.worker.fold import FoldStats as _F\n"
-        "_a.fold_records = lambda *args, **kwargs: _F()\n",
+        "_b.fold_records = lambda *args, **kwargs: _F()\n",
     ),
     "within": (
         "BATCH_WITHIN_S=0.2",
@@ -481,6 +485,19 @@ WHAT_IFS = {
         "class _App(faust.App):\n"
         "    def __init__(self, *a, **kw):\n"
         "        kw.setdefault('consumer_max_fetch_size', 16 * 1024 * 1024)\n"
+        "        super().__init__(*a, **kw)\n"
+        "faust.App = _App\n",
+    ),
+    "same": (
+        "the worker again, unchanged (how much a later run differs by itself)",
+        "pass\n",
+    ),
+    "linger0": (
+        "producer_linger=0 (changelog sends leave at once; Faust's default)",
+        "import faust\n"
+        "class _App(faust.App):\n"
+        "    def __init__(self, *a, **kw):\n"
+        "        kw['producer_linger'] = 0.0\n"
         "        super().__init__(*a, **kw)\n"
         "faust.App = _App\n",
     ),
@@ -701,6 +718,11 @@ def main() -> None:
         help=f"comma-separated what-if worker runs to add: {', '.join(WHAT_IFS)} (default none)",
     )
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, profile)")
+    ap.add_argument(
+        "--profile-what-ifs",
+        action="store_true",
+        help="record each what-if worker with py-spy too (raw stacks in the work dir; --keep)",
+    )
     args = ap.parse_args()
     unknown = {x.strip() for x in args.what_if.split(",") if x.strip()} - set(WHAT_IFS)
     if unknown:
@@ -782,19 +804,25 @@ def run(args: argparse.Namespace, bootstrap: str, work: Path) -> list[str]:
                 print(f"raw py-spy stacks: {raw}")
 
     what_ifs: list[tuple[str, dict[str, Any]]] = []
-    for name in [x.strip() for x in args.what_if.split(",") if x.strip()]:
+    for k, name in enumerate([x.strip() for x in args.what_if.split(",") if x.strip()]):
         label, prelude = WHAT_IFS[name]
         print(f"what-if worker ({label}) ...", flush=True)
-        wsettings = settings.model_copy(update={"worker_id": f"{prefix}-whatif-{name}"})
+        # Its own consumer group and state, also when a what-if is named twice.
+        wsettings = settings.model_copy(update={"worker_id": f"{prefix}-whatif{k}-{name}"})
         wi = run_worker(
             bootstrap,
             wsettings,
             work,
-            f"whatif-{name}",
+            f"whatif{k}-{name}",
             index,
             timeout=args.timeout,
             prelude=prelude,
+            profile_to=work / f"whatif{k}-{name}.raw" if args.profile_what_ifs else None,
         )
+        if name == "faust-only" and wi["counted"]:
+            # Its fold is a no-op: a count means the patch missed the fold the
+            # worker calls (it moved), and the figure is not Faust's ceiling.
+            sys.exit(f"what-if faust-only counted {wi['counted']} events: its patch did not take")
         what_ifs.append((label, wi))
 
     load_after = os.getloadavg()
