@@ -33,6 +33,7 @@ import operator
 import re
 import types
 import typing
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -140,6 +141,38 @@ def _utc_stamp_length(joined: str, n: int) -> int | None:
     if len(digits) != (size - len(marks)) * n or not digits.isdigit():
         return None
     return size
+
+
+def _utc_stamp_forms(stamps: list[str]) -> bool:
+    """Whether every stamp is of a ``_utc_stamp_length`` form, of lengths that differ.
+
+    Gateways write whole seconds without a fraction (``...:05Z``) and the
+    others with one, so a batch mixes two or three lengths: sorted by
+    length (in C), each length's stamps are checked as one column. Any
+    doubt, and the caller takes the regex for the whole column.
+    """
+    ordered = sorted(stamps, key=len)
+    lengths = list(map(len, ordered))
+    start, n = 0, len(ordered)
+    while start < n:
+        end = bisect_right(lengths, lengths[start], lo=start)
+        joined = "\n".join(ordered[start:end])
+        if _utc_offset_ends(joined, end - start):
+            # ``+00:00`` for ``Z``: the same instant in the form checked below.
+            joined = joined.replace("+00:00", "Z")
+        if _utc_stamp_length(joined, end - start) is None:
+            return False
+        start = end
+    return True
+
+
+def _utc_offset_ends(joined: str, n: int) -> bool:
+    """Whether each of the ``n`` values joined by newlines ends in ``+00:00``, its only one."""
+    return (
+        joined.endswith("+00:00")
+        and joined.count("+00:00") == n
+        and joined.count("+00:00\n") == n - 1
+    )
 
 
 def _utc_stamp_texts(stamps: list[str], size: int) -> list[str] | None:
@@ -327,6 +360,8 @@ def _ts_column(stamps: list[str], now_us: int) -> list[int | None]:
         and joined.count("Z\n") == n - 1
     ):
         return _ts_in_range(joined.replace("Z", "").split("\n"), now_us, stamps)
+    if n and "t" not in joined and _utc_offset_ends(joined, n):
+        return _ts_in_range(joined.replace("+00:00", "").split("\n"), now_us, stamps)
     out: list[int | None] = [None] * n
     fast: list[int] = []
     cores: list[str] = []
@@ -455,7 +490,8 @@ def _judge(wires: list[Any], where: list[int], now_us: int) -> _Judged:
     n = len(wires)
     raw_ts = [w.ts for w in wires]
     ts_size = _utc_stamp_length("\n".join(raw_ts), n)
-    ts_ok = None if ts_size else _matching(raw_ts, _RFC3339, _RFC3339_RUN)[1]
+    all_utc = ts_size is not None or _utc_stamp_forms(raw_ts)
+    ts_ok = None if all_utc else _matching(raw_ts, _RFC3339, _RFC3339_RUN)[1]
     checked_ts = raw_ts
     if ts_ok is not None:
         checked_ts = [t if good else _NO_TS for t, good in zip(raw_ts, ts_ok, strict=True)]

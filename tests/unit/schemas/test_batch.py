@@ -204,3 +204,45 @@ def test_one_bad_pattern_among_valid_events_is_rejected_alone(
     assert batch.events.event_id == [
         decode_event(line, now=NOW).event_id.bytes for i, line in enumerate(lines) if i != 17
     ]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_stamps_of_several_lengths_have_the_fate_they_have_alone(
+    event_factory: Any, seed: int
+) -> None:
+    """A batch mixing whole seconds and fractions of each length (the usual
+    gateway output), ending in ``Z`` or ``+00:00``, is checked a length at a
+    time; a stamp of a known length with a wrong mark or offset, a day that
+    does not exist or a non-ASCII digit among them still has its own fate."""
+    rng = random.Random(seed)
+    forms = ["", ".1", ".12", ".123", ".1234", ".123456", ".123456789"]
+    odd = [
+        "2026-02-30T11:00:00Z",
+        "2026-03-01T11:00:00.123Y",
+        "2026-03-01t11:00:00Z",
+        "2026-03-01T11:00:00.12\u0663Z",
+        "2026-03-01T25:00:00Z",
+        "2026-03-01T11:00:00-00:00",
+        "2026-03-01T11:00:00+01:00",
+        "2026-03-01T11:00:00.5+00:00Z",
+        "2026-03-01T11:00:00+00:00+00:00",
+        "2026-03-01 11:00:00+00:00",
+    ]
+    docs = []
+    for _ in range(300):
+        stamp = (NOW - timedelta(seconds=rng.randint(1, 86_400))).strftime("%Y-%m-%dT%H:%M:%S")
+        offset = rng.choice(["Z", "Z", "+00:00"]) if seed % 2 else "+00:00"
+        docs.append(event_factory(ts=stamp + rng.choice(forms) + offset))
+    for _ in range(seed % 4):
+        docs[rng.randrange(len(docs))]["ts"] = rng.choice(odd)
+    lines = [orjson.dumps(d) for d in docs]
+    batch = validate_lines(lines, now=NOW)
+    rejected = {i: (e.field, e.reason) for i, e in batch.rejects}
+    at = {i: k for k, i in enumerate(batch.events.index)}
+    for i, line in enumerate(lines):
+        try:
+            ev = decode_event(line, now=NOW)
+        except InvalidEvent as exc:
+            assert rejected.get(i) == (exc.field, exc.reason), line
+            continue
+        assert batch.events.ts_ms[at[i]] == round(ev.ts.timestamp() * 1000), line
