@@ -68,6 +68,45 @@ _TABULATED = 1 << 14
 _VARINTS = [_varint(n) for n in range(_TABULATED)]
 
 
+#: Stores of at least this many values are encoded with numpy
+#: (``_to_bytes_columnar``, ~20 us whatever the size); below it, the bins
+#: that hold them take fewer list steps than numpy's calls (measured: even
+#: at ~100 values, 70 bins).
+_COLUMNAR_VALUES = 128
+
+
+def _varints(values: npt.NDArray[np.uint64]) -> bytes:
+    """``_varint`` of each value, concatenated, for a whole column at once.
+
+    Each value's 7-bit groups, low first, all but its last with the high
+    bit set; a row per value, as many columns as the longest needs, and the
+    groups each value needs taken in row order.
+    """
+    top = int(values.max())
+    if top < 0x80:
+        return values.astype(np.uint8).tobytes()
+    if top < 0x4000:  # one or two bytes each: the usual sketch
+        two = values >= np.uint64(0x80)
+        low = (values & np.uint64(0x7F)).astype(np.uint8)
+        low[two] |= 0x80
+        at = np.arange(len(values)) + np.cumsum(two) - two
+        out = np.empty(len(values) + int(np.count_nonzero(two)), dtype=np.uint8)
+        out[at] = low
+        out[at[two] + 1] = (values[two] >> np.uint64(7)).astype(np.uint8)
+        return out.tobytes()
+    size = np.ones(len(values), dtype=np.int64)
+    rest = values >> np.uint64(7)
+    while rest.any():
+        size += rest > 0
+        rest >>= np.uint64(7)
+    width = int(size.max())
+    shifts = np.arange(width, dtype=np.uint64) * np.uint64(7)
+    groups = ((values[:, None] >> shifts[None, :]) & np.uint64(0x7F)).astype(np.uint8)
+    column = np.arange(width)[None, :]
+    groups[column < size[:, None] - 1] |= 0x80
+    return groups[column < size[:, None]].tobytes()
+
+
 def _zigzag(n: int) -> int:
     return (n << 1) ^ (n >> 63)
 
@@ -176,6 +215,8 @@ class QuantileSketch:
         sk = self._sk
         store = sk._store
         bins = store.bins
+        if store.count >= _COLUMNAR_VALUES:
+            return self._to_bytes_columnar()
         # Only the non-empty bins, found by C-level iteration (the dense store
         # spans every key between the smallest and the largest).
         keys = list(compress(range(store.offset, store.offset + len(bins)), bins))
@@ -202,6 +243,33 @@ class QuantileSketch:
         table = _VARINTS
         out += b"".join([table[v] if v < _TABULATED else _varint(v) for v in values])
         return bytes(out)
+
+    def _to_bytes_columnar(self) -> bytes:
+        """``to_bytes`` with numpy, for a wide store: the same bytes, no Python step per bin.
+
+        A worker folding a week of traffic writes thousands of buckets a
+        batch, each with two sketches of hundreds of bins; encoding them one
+        varint at a time was a third of its time.
+        """
+        sk = self._sk
+        store = sk._store
+        bins = np.asarray(store.bins, dtype=np.float64)
+        present = np.flatnonzero(bins)
+        header = _HEADER.pack(
+            _FORMAT,
+            sk._min if sk.count else math.inf,
+            sk._max if sk.count else -math.inf,
+            int(sk._zero_count),
+            len(present),
+        )
+        if not len(present):
+            return header
+        keys = present.astype(np.int64) + int(store.offset)
+        values = np.empty(2 * len(keys), dtype=np.uint64)
+        values[0] = _zigzag(int(keys[0]))
+        values[1::2] = bins[present].astype(np.uint64)  # whole counts, as ``int`` truncates
+        values[2::2] = np.diff(keys).astype(np.uint64) << np.uint64(1)
+        return header + _varints(values)
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview) -> QuantileSketch:
