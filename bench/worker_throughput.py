@@ -478,6 +478,10 @@ WHAT_IFS = {
         "BATCH_MAX_BYTES=32 MiB",
         "import processors.worker.app as _a\n_a.BATCH_MAX_BYTES = 32 * 1024 * 1024\n",
     ),
+    "bytes64": (
+        "BATCH_MAX_BYTES=64 MiB",
+        "import processors.worker.app as _a\n_a.BATCH_MAX_BYTES = 64 * 1024 * 1024\n",
+    ),
     "fetch": (
         "BATCH_WITHIN_S=0.05 + consumer_max_fetch_size=16 MiB",
         "import processors.worker.app as _a\n_a.BATCH_WITHIN_S = 0.05\n"

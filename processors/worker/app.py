@@ -37,7 +37,7 @@ from processors.worker.bookkeeper import (
 )
 from processors.worker.fold import Record
 from processors.worker.gap_reader import GapReader
-from processors.worker.heap import HeapTrimmer
+from processors.worker.heap import HeapTrimmer, fix_mmap_threshold
 from processors.worker.metrics import WorkerMetrics
 from processors.worker.pending_writes import PendingWrites
 from processors.worker.records import (
@@ -185,6 +185,7 @@ def create_app(
         on_fold=health.on_fold,
     )
     assigned: dict[str, Any] = {"tps": None, "hourly_at": 0.0}
+    fix_mmap_threshold()  # large blocks (records, a run's columns) unmapped when freed
     heap = HeapTrimmer()
 
     @seen.on_recover

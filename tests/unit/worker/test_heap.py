@@ -33,3 +33,43 @@ def test_at_most_one_trim_per_period() -> None:
     assert not trimmer.maybe()
     now[0] += 0.6
     assert trimmer.maybe()
+
+
+_LARGE_BLOCKS = r"""
+import sys
+import psutil
+from processors.worker.heap import fix_mmap_threshold
+
+if sys.argv[1] == "fixed":
+    assert fix_mmap_threshold()
+size = 300 * 1024
+first = bytearray(size)
+del first  # glibc, left alone, now serves blocks of this size from the heap
+blocks, small = [], []
+for _ in range(200):
+    blocks.append(bytearray(size))
+    small.append(bytearray(64))  # pins the heap between the large blocks
+proc = psutil.Process()
+before = proc.memory_info().rss
+del blocks[::2]  # every other large block freed: holes, not the heap's top
+print((before - proc.memory_info().rss) >> 20)
+"""
+
+
+def test_large_blocks_go_back_to_the_system_when_freed() -> None:
+    """With the threshold pinned, each large block is its own mapping, unmapped when
+    freed; glibc's moving threshold would have put them in the heap, holes and all."""
+    import subprocess
+    import sys
+
+    if not HeapTrimmer().available:
+        pytest.skip("not glibc (no malloc_trim, no mallopt)")
+    freed = int(
+        subprocess.run(
+            [sys.executable, "-c", _LARGE_BLOCKS, "fixed"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert freed >= 25, freed  # 100 blocks of 300 KiB: ~29 MiB
