@@ -245,11 +245,13 @@ class QuantileSketch:
         return bytes(out)
 
     def _to_bytes_columnar(self) -> bytes:
-        """``to_bytes`` with numpy, for a wide store: the same bytes, no Python step per bin.
+        """``to_bytes`` with numpy, for a store of many values: the same bytes.
 
-        A worker folding a week of traffic writes thousands of buckets a
-        batch, each with two sketches of hundreds of bins; encoding them one
-        varint at a time was a third of its time.
+        Every fold that touches a bucket encodes its two sketches again, and
+        a busy hour's sketches have hundreds of bins: 61 against 27 us for
+        168 bins, one varint at a time against a column at a time. (Encoding
+        was a fifth of a worker's time on week-wide traffic, where most
+        buckets are still small and keep the other path.)
         """
         sk = self._sk
         store = sk._store
