@@ -33,6 +33,7 @@ import operator
 import re
 import types
 import typing
+import warnings
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -390,7 +391,11 @@ def _ts_in_range(cores: list[str], now_us: int, stamps: list[str]) -> list[int |
     refuses the column.
     """
     try:
-        us = np.array(cores, dtype="datetime64[us]").astype(np.int64)
+        with warnings.catch_warnings():
+            # numpy warns about a time zone before it refuses some odd stamps
+            # (a non-ASCII digit at the end); the fallback below decides them.
+            warnings.simplefilter("ignore", UserWarning)
+            us = np.array(cores, dtype="datetime64[us]").astype(np.int64)
     except ValueError:
         return [_ts_ms(s, now_us) for s in stamps]
     ms = us // 1000
