@@ -3,10 +3,10 @@
 A block at a time (``DEFAULT_BATCH`` lines), in bounded memory, whatever the
 file's size:
 
-* lines are cut into blocks by ``iter_blocks`` (the same lines and numbers as
-  ``schemas.codec.iter_ndjson``);
-* the block goes to the engine as one Arrow block (a session table); one
-  ``INSERT ... SELECT`` stages the lines that certainly keep the contract
+* the input is cut into blocks by ``iter_text_blocks`` (the same lines and
+  numbers as ``schemas.codec.iter_ndjson``), pieces of the input's own text;
+* the engine reads the pieces itself into a session table (a server gets
+  the lines as Arrow); one ``INSERT ... SELECT`` stages the lines that certainly keep the contract
   (``sql_check``: the SQL form of the rules, for the plain form encoders
   write), and ``schemas.batch.validate_lines`` decides every other line, with
   exactly the field and reason the per-event path gives;
@@ -28,20 +28,21 @@ once (``processors.embedded.refresh``).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-import numpy as np
 import pyarrow as pa
 
 from processors.clickhouse import ClickHouse
-from processors.embedded.blocks import LineBlock, iter_blocks
+from processors.embedded.blocks import TextBlock, iter_text_blocks
 from processors.embedded.refresh import Refresher, RefreshReport
-from processors.embedded.sql_check import stage_valid_sql
+from processors.embedded.sql_check import sql_string, stage_valid_sql
 from processors.sinks.rejected import Rejected, write_rejected
 from schemas.batch import EventColumns
 from schemas.batch import validate_lines as validate_batch
@@ -53,6 +54,7 @@ __all__ = [
     "DEFAULT_BATCH",
     "MAX_REJECTS_KEPT",
     "IngestReport",
+    "Staged",
     "Validated",
     "ingest_lines",
     "stage_lines",
@@ -63,7 +65,7 @@ __all__ = [
 
 #: Lines validated and stored at a time: large enough that per-block costs
 #: (a handful of statements) vanish, small enough for bounded memory.
-DEFAULT_BATCH = 25_000
+DEFAULT_BATCH = 50_000
 #: Rejected lines stored per run (per file); the others are counted, not stored.
 MAX_REJECTS_KEPT = 10_000
 #: Fold stored rows into the buckets held in memory every this many events, so
@@ -274,40 +276,85 @@ def validate_part(lines: list[bytes], positions: list[int], now: datetime) -> Pa
     return Part(events, valid.rejects)
 
 
-def _line_parts(block: LineBlock) -> list[pa.Table]:
-    """The block's lines as Arrow tables, one part per engine thread (``stage_lines``)."""
-    lines = pa.table(
-        {
-            "n": pa.array(block.numbers, pa.uint64()),
-            "line": pa.array(block.lines, pa.binary()),
-        }
-    )
-    per_thread = max(1, -(-len(block) // _THREADS))
-    return [lines.slice(start, per_thread) for start in range(0, len(block), per_thread)]
+#: A line the reader skips (``blocks.blank``): empty, or only what ``bytes.strip`` removes.
+_BLANK_LINE = r"^[ \t\r\x0b\x0c]*$"
 
 
-def stage_lines(ch: ClickHouse, block: LineBlock, now: datetime) -> list[int]:
-    """Stage the lines the SQL rules accept (``sql_check``); return the indexes of the others.
+def _line_parts(numbers: list[int], lines: list[bytes]) -> list[pa.Table]:
+    """Numbered lines as Arrow tables, one part per engine thread (``stage_lines``)."""
+    table = pa.table({"n": pa.array(numbers, pa.uint64()), "line": pa.array(lines, pa.binary())})
+    per_thread = max(1, -(-len(lines) // _THREADS))
+    return [table.slice(start, per_thread) for start in range(0, len(lines), per_thread)]
 
-    The block's lines go to the engine as Arrow (``_line_parts``); the
-    events of the lines that pass are staged (``pos`` = line number) for
-    ``write_events``.
+
+def _read_pieces(ch: ClickHouse, block: TextBlock) -> None:
+    """The block's pieces into the lines table, read by the engine (``LineAsString``).
+
+    Each piece goes through a file of its own and one ``INSERT``: the engine
+    cuts the lines, and a line's row number in its piece (one thread, in
+    order) gives its line number. No Python step per line.
+    """
+    for piece in block.pieces:
+        fd, name = tempfile.mkstemp(prefix="telemetry-ingest-", suffix=".ndjson")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.writelines(piece.parts)
+            ch.command(
+                f"INSERT INTO {_RAW} (n, line) SELECT {int(piece.first)} + rowNumberInAllBlocks(),"
+                f" line FROM file({sql_string(name)}, 'LineAsString', 'line String')"
+                " SETTINGS input_format_parallel_parsing = 0, max_threads = 1"
+            )
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+
+
+class Staged(NamedTuple):
+    """What ``stage_lines`` did with a block."""
+
+    #: events staged (lines the SQL rules accept)
+    staged: int
+    #: (number, line) of every other line that is not blank, in input order
+    rest: list[tuple[int, bytes]]
+
+
+def stage_lines(ch: ClickHouse, block: TextBlock, now: datetime) -> Staged:
+    """Stage the lines the SQL rules accept (``sql_check``); return the others.
+
+    In chDB the engine reads the block's text itself (``_read_pieces``); a
+    server gets the lines as Arrow. The events of the lines that pass are
+    staged (``pos`` = line number) for ``write_events``; every other line
+    that is not blank is the batch validator's to decide.
     """
     ch.command(_RAW_DDL)
     ch.command(_STAGE_DDL)
     ch.command(f"TRUNCATE TABLE {_RAW}")
     ch.command(f"TRUNCATE TABLE {_STAGE}")
-    # One insert per part: the Memory engine keeps an insert as one block
-    # and reads a block with one thread, so one insert of the whole block
-    # would leave the rules to one core (2.8 against 1.8 us a line on two).
-    for part in _line_parts(block):
-        ch.insert_arrow(_RAW, part)
+    if ch.is_embedded:
+        # One insert per piece: the Memory engine keeps an insert as one block
+        # and reads a block with one thread, so one insert of the whole block
+        # would leave the rules to one core (2.8 against 1.8 us a line on two).
+        _read_pieces(ch, block)
+    else:
+        for part in _line_parts(*block.lines()):
+            ch.insert_arrow(_RAW, part)
     ch.command(_STAGE_VALID, {"now_us": _us(now)})
-    table = ch.query_arrow(f"SELECT n FROM {_RAW} WHERE n NOT IN (SELECT pos FROM {_STAGE})")
+    table = ch.query_arrow(
+        f"SELECT n, line FROM {_RAW} WHERE n NOT IN (SELECT pos FROM {_STAGE})"
+        f" AND NOT match(line, {sql_string(_BLANK_LINE)}) ORDER BY n"
+    )
+    count = ch.query(f"SELECT count() FROM {_STAGE}")[0][0]
     ch.command(f"TRUNCATE TABLE {_RAW}")
-    rest = np.sort(table.column("n").to_numpy())
-    index = np.searchsorted(np.asarray(block.numbers, dtype=np.uint64), rest)
-    return [int(i) for i in index.tolist()]
+    rest = list(
+        zip(
+            table.column("n").to_pylist(),
+            table.column("line").cast(pa.binary()).to_pylist(),
+            strict=True,
+        )
+    )
+    if block.long:
+        rest = sorted(rest + block.long)
+    return Staged(int(count), rest)
 
 
 def ingest_lines(
@@ -335,20 +382,20 @@ def ingest_lines(
     since_refresh = 0
     if do_refresh and refresher is None:
         refresher = Refresher()
-    for block in iter_blocks(chunks, block_lines=batch_size):
+    pieces = _THREADS if isinstance(ch, ClickHouse) else 1
+    for block in iter_text_blocks(chunks, block_lines=batch_size, pieces=pieces):
         now = datetime.now(UTC)
         if isinstance(ch, ClickHouse):
-            rest = stage_lines(ch, block, now)
+            staged, rest = stage_lines(ch, block, now)
         else:
-            rest = list(range(len(block)))
-        staged = len(block) - len(rest)
-        part = validate_part([block.lines[i] for i in rest], [block.numbers[i] for i in rest], now)
+            rest = list(zip(*block.lines(), strict=True))
+            staged = 0
+        part = validate_part([r[1] for r in rest], [r[0] for r in rest], now)
         room = keep_rejects - report.rejected_kept
         bad: list[Rejected] = []
         for j, exc in part.rejects[:room]:
-            i = rest[j]
-            lineno = block.numbers[i]
-            bad.append(Rejected(source, f"line {lineno}", exc.field, exc.reason, block.lines[i]))
+            lineno, line = rest[j]
+            bad.append(Rejected(source, f"line {lineno}", exc.field, exc.reason, line))
             if len(report.rejected_samples) < _SAMPLES:
                 report.rejected_samples.append((lineno, exc.reason))
         write_rejected(ch, bad)
@@ -358,7 +405,7 @@ def ingest_lines(
         report.accepted += accepted
         report.rejected += len(part.rejects)
         report.rejected_kept += len(bad)
-        report.lines = block.numbers[-1]
+        report.lines = block.last
         since_refresh += accepted
         if on_batch:
             on_batch(report)

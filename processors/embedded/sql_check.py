@@ -42,7 +42,7 @@ from schemas.event import (
     RequestEvent,
 )
 
-__all__ = ["FIELDS", "stage_valid_sql"]
+__all__ = ["FIELDS", "sql_string", "stage_valid_sql"]
 
 FIELDS: tuple[str, ...] = tuple(RequestEvent.model_fields)
 _FUTURE_US = FUTURE_TOLERANCE // timedelta(microseconds=1)
@@ -96,7 +96,8 @@ _TUPLE = (
 )
 
 
-def _sql_string(text: str) -> str:
+def sql_string(text: str) -> str:
+    """``text`` as a ClickHouse string literal."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
@@ -124,7 +125,7 @@ FROM (
         SELECT n, JSONExtract(line, '{_TUPLE}') AS e
         FROM {raw_table}
         WHERE length(line) <= {MAX_EVENT_BYTES} AND isValidUTF8(line)
-            AND match(line, {_sql_string(_LINE)})
+            AND match(line, {sql_string(_LINE)})
     )
 )
 WHERE lengthUTF8(e.gateway_id) BETWEEN 1 AND 128

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from processors.embedded.blocks import LineBlock
+from processors.embedded.blocks import iter_text_blocks
 from processors.embedded.ingest import stage_lines
 from schemas.codec import decode_event
 from schemas.errors import InvalidEvent
@@ -166,8 +166,14 @@ def _model_values(line: bytes) -> tuple[Any, ...] | None:
     )
 
 
+@pytest.mark.parametrize("reader", ["engine", "arrow"])
 @pytest.mark.parametrize("seed", range(4))
-def test_staged_lines_are_valid_with_the_same_values(clickhouse: Any, seed: int) -> None:
+def test_staged_lines_are_valid_with_the_same_values(
+    clickhouse: Any, seed: int, reader: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both ways into the engine: chDB reads the text itself, a server gets Arrow."""
+    if reader == "arrow":
+        monkeypatch.setattr(type(clickhouse), "is_embedded", property(lambda self: False))
     rng = random.Random(seed)
     lines: list[bytes] = []
     plain: set[int] = set()
@@ -178,12 +184,16 @@ def test_staged_lines_are_valid_with_the_same_values(clickhouse: Any, seed: int)
             lines.append(orjson.dumps(e))
         else:
             lines.append(_damaged(rng, e))
-    block = LineBlock(list(range(1, len(lines) + 1)), lines)
-    rest = stage_lines(clickhouse, block, NOW)
+    assert not any(b"\n" in line for line in lines)
+    (block,) = iter_text_blocks([b"\n".join(lines)], block_lines=len(lines), pieces=2)
+    count, rest = stage_lines(clickhouse, block, NOW)
     staged = _stored_values(clickhouse)
     clickhouse.command("TRUNCATE TABLE telemetry_ingest_block")
 
-    assert sorted(set(range(len(lines))) - set(rest)) == [n - 1 for n in sorted(staged)]
+    assert count == len(staged)
+    # Every line is staged or handed back as it is, with its number.
+    assert [line for _, line in rest] == [lines[n - 1] for n, _ in rest]
+    assert sorted(set(range(1, len(lines) + 1)) - {n for n, _ in rest}) == sorted(staged)
     for n, values in staged.items():
         assert _model_values(lines[n - 1]) == values, lines[n - 1]
     assert plain <= set(staged)  # the plain form takes the shortcut
