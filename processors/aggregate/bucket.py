@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from processors.aggregate.columns import BucketInputs
-from processors.aggregate.sketch import QuantileSketch, add_grouped
+from processors.aggregate.sketch import QuantileSketch, add_grouped, encode_sketches
 from schemas.event import RequestEvent
 from schemas.stats import Figures
 
@@ -159,8 +159,18 @@ class HourBucket:
         )
 
     def to_bytes(self) -> bytes:
-        t = self.ttft.to_bytes()
-        s = self.output_tps.to_bytes()
+        return self._with_sketches(self.ttft.to_bytes(), self.output_tps.to_bytes())
+
+    @staticmethod
+    def encode_many(buckets: Sequence[HourBucket]) -> list[bytes]:
+        """``to_bytes`` of each bucket, their sketches encoded in one pass (``encode_sketches``)."""
+        sketches = encode_sketches([s for b in buckets for s in (b.ttft, b.output_tps)])
+        return [
+            b._with_sketches(t, s)
+            for b, t, s in zip(buckets, sketches[0::2], sketches[1::2], strict=True)
+        ]
+
+    def _with_sketches(self, t: bytes, s: bytes) -> bytes:
         head = _HEAD.pack(
             _FORMAT,
             self.requests,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
-from itertools import compress, pairwise
+from itertools import chain, compress, pairwise
 from operator import add
 from typing import Any
 
@@ -25,7 +25,7 @@ from ddsketch import LogarithmicMapping
 from ddsketch.ddsketch import BaseDDSketch
 from ddsketch.store import DenseStore
 
-__all__ = ["RELATIVE_ACCURACY", "QuantileSketch", "add_grouped"]
+__all__ = ["RELATIVE_ACCURACY", "QuantileSketch", "add_grouped", "encode_sketches"]
 
 #: Half the 1% the contract allows. The exact quantile we promise is the value
 #: of the event at rank floor(q * (n - 1)), 0-based (docs/queries.md shows it in SQL);
@@ -105,6 +105,16 @@ def _varints(values: npt.NDArray[np.uint64]) -> bytes:
     column = np.arange(width)[None, :]
     groups[column < size[:, None] - 1] |= 0x80
     return groups[column < size[:, None]].tobytes()
+
+
+def _varint_sizes(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+    """The length of ``_varint`` of each value: one byte per started 7 bits."""
+    size = np.ones(len(values), dtype=np.int64)
+    rest = values >> np.uint64(7)
+    while rest.any():
+        size += rest > 0
+        rest >>= np.uint64(7)
+    return size
 
 
 def _zigzag(n: int) -> int:
@@ -386,3 +396,68 @@ def add_grouped(
             sk._min = lows[j]
         if highs[j] > sk._max:
             sk._max = highs[j]
+
+
+def encode_sketches(sketches: Sequence[QuantileSketch]) -> list[bytes]:
+    """``to_bytes`` of each sketch, the bins of all of them in one numpy pass: the same bytes.
+
+    A worker's batch writes back every bucket it touched, two sketches
+    each, and most of them hold a few values spread over a dense run of
+    bins; encoding them one at a time was a sixth of a week-wide worker's
+    time. Here every store's bins become one array, and finding the
+    non-empty bins, their keys, the deltas and the varints are each one
+    array operation for the whole batch; the Python work left per sketch
+    is its header and a slice. ``tests/unit/aggregate/test_sketch_bytes.py``
+    compares it with ``to_bytes`` sketch for sketch.
+    """
+    n = len(sketches)
+    if not n:
+        return []
+    sks = [q._sk for q in sketches]
+    stores = [sk._store for sk in sks]
+    lists = [st.bins for st in stores]
+    lengths = np.fromiter(map(len, lists), dtype=np.int64, count=n)
+    bins = np.fromiter(chain.from_iterable(lists), dtype=np.float64, count=int(lengths.sum()))
+    present = np.flatnonzero(bins)
+    ends = np.cumsum(lengths)
+    owner = np.searchsorted(ends, present, side="right")  # the sketch of each non-empty bin
+    offsets = np.fromiter((st.offset for st in stores), dtype=np.int64, count=n)
+    keys = present - (ends - lengths)[owner] + offsets[owner]
+    n_bins = np.bincount(owner, minlength=n)
+    m = len(present)
+    values = np.empty(2 * m, dtype=np.uint64)
+    values[1::2] = bins[present].astype(np.uint64)  # whole counts, as ``int`` truncates
+    if m:
+        # Each sketch's first key against 0 (zig-zag), the others against the
+        # previous one (ascending within a sketch: twice the delta).
+        first = np.ones(m, dtype=bool)
+        first[1:] = owner[1:] != owner[:-1]
+        deltas = np.empty(m, dtype=np.int64)
+        deltas[0] = 0
+        deltas[1:] = np.diff(keys)
+        pairs = deltas.astype(np.uint64) << np.uint64(1)
+        head_keys = keys[first]
+        pairs[first] = ((head_keys << 1) ^ (head_keys >> 63)).astype(np.uint64)
+        values[0::2] = pairs
+        body = _varints(values)
+        cum = np.zeros(2 * m + 1, dtype=np.int64)
+        np.cumsum(_varint_sizes(values), out=cum[1:])
+    else:
+        body = b""
+        cum = np.zeros(1, dtype=np.int64)
+    pair_end = np.cumsum(n_bins)
+    byte_end = cum[2 * pair_end].tolist()
+    byte_start = cum[2 * (pair_end - n_bins)].tolist()
+    out: list[bytes] = []
+    pack = _HEADER.pack
+    for sk, k, lo, hi in zip(sks, n_bins.tolist(), byte_start, byte_end, strict=True):
+        counted = sk.count
+        header = pack(
+            _FORMAT,
+            sk._min if counted else math.inf,
+            sk._max if counted else -math.inf,
+            int(sk._zero_count),
+            k,
+        )
+        out.append(header + body[lo:hi])
+    return out

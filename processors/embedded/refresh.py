@@ -277,11 +277,12 @@ class Refresher:
         high = self._mark
         touched = {k: held[k][0] for k in self._touched if k in held}
         if touched:
+            states = HourBucket.encode_many(list(touched.values()))
             ch.insert(
                 "telemetry.stat_buckets",
                 [
-                    (k.model, k.provider, hour_start(k.hour), high, b.to_bytes())
-                    for k, b in touched.items()
+                    (k.model, k.provider, hour_start(k.hour), high, state)
+                    for k, state in zip(touched, states, strict=True)
                 ],
                 ("model", "provider", "hour", "through", "state"),
             )

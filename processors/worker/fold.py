@@ -154,13 +154,18 @@ def _once_each(records: Sequence[Record], out: FoldStats) -> Sequence[Record]:
 
 
 def _write_back(out: FoldStats, buckets: MutableMapping[bytes, bytes], *, release: bool) -> None:
-    """Write every touched record still held; with ``release``, stop holding them."""
+    """Write every touched record still held; with ``release``, stop holding them.
+
+    The records are encoded together (``BucketRecord.encode_many``), then
+    written one by one.
+    """
     for table in (out.rewritten, out.changed):
-        for key, rec in table.items():
-            if rec is not None:
-                buckets[encode_bucket_key(key)] = rec.to_bytes()
-                if release:
-                    table[key] = None
+        held = [(key, rec) for key, rec in table.items() if rec is not None]
+        values = BucketRecord.encode_many([rec for _, rec in held])
+        for (key, _), value in zip(held, values, strict=True):
+            buckets[encode_bucket_key(key)] = value
+            if release:
+                table[key] = None
 
 
 def _chunks(records: Sequence[Record], max_lines: int) -> Iterator[Sequence[Record]]:

@@ -12,6 +12,7 @@ at-least-once delivery count exactly once.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from processors.aggregate import BucketKey, HourBucket
@@ -62,10 +63,18 @@ class BucketRecord:
     applied: dict[int, int] = field(default_factory=dict)  # partition -> highest offset
 
     def to_bytes(self) -> bytes:
-        head = _COUNT.pack(len(self.applied)) + b"".join(
+        return self._head() + self.bucket.to_bytes()
+
+    @staticmethod
+    def encode_many(records: Sequence[BucketRecord]) -> list[bytes]:
+        """``to_bytes`` of each record; the buckets are encoded together (``encode_many``)."""
+        bodies = HourBucket.encode_many([r.bucket for r in records])
+        return [r._head() + body for r, body in zip(records, bodies, strict=True)]
+
+    def _head(self) -> bytes:
+        return _COUNT.pack(len(self.applied)) + b"".join(
             _APPLIED.pack(p, o) for p, o in sorted(self.applied.items())
         )
-        return head + self.bucket.to_bytes()
 
     @staticmethod
     def applied_of(raw: bytes) -> dict[int, int]:

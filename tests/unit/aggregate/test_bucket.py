@@ -249,3 +249,17 @@ def test_expired_key_passed_in_keys_gets_a_zero_row() -> None:
     # A model-only key adds no provider row.
     rows = rolling_rows({}, AS_OF, keys=[("solo", ALL_PROVIDERS)])
     assert [(r.model, r.provider, r.figures.requests) for r in rows] == [("solo", "", 0)]
+
+
+def test_buckets_encoded_together_are_each_bucket_s_bytes(events: list[RequestEvent]) -> None:
+    """``HourBucket.encode_many`` and ``BucketRecord.encode_many`` against one at a time."""
+    from processors.worker.records import BucketRecord
+
+    rng = random.Random(3)
+    buckets = [HourBucket() for _ in range(12)]  # some stay empty
+    for ev in events:
+        buckets[rng.randrange(8)].add(ev)
+    assert HourBucket.encode_many(buckets) == [b.to_bytes() for b in buckets]
+    records = [BucketRecord(b, {rng.randrange(4): rng.randrange(10**6)}) for b in buckets]
+    assert BucketRecord.encode_many(records) == [r.to_bytes() for r in records]
+    assert HourBucket.encode_many([]) == []

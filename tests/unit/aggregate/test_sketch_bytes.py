@@ -13,7 +13,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from processors.aggregate.sketch import QuantileSketch, _varint, _varints
+from processors.aggregate.sketch import QuantileSketch, _varint, _varints, encode_sketches
+
+
+def _random_sketch(rng: np.random.Generator, seed: int) -> QuantileSketch:
+    sketch = QuantileSketch()
+    n = int(rng.choice([0, 1, 5, 150, 600]))
+    scale = float(rng.choice([0.001, 0.5, 40.0, 3000.0, 1e7]))
+    sketch.add_many(rng.pareto(1.2, n) * scale)
+    if seed % 5 == 0:
+        for _ in range(3):
+            sketch.add(0.0)
+    if seed % 7 == 0:  # one bin with a count past two varint bytes
+        sketch.add_many(np.full(20_000, 12.5))
+    return sketch
 
 
 def _one_at_a_time(sketch: QuantileSketch) -> bytes:
@@ -54,3 +67,18 @@ def test_varints_of_a_column_are_each_varint(top: int) -> None:
     values = rng.integers(0, top, 500, dtype=np.uint64, endpoint=True)
     values[0] = top
     assert _varints(values) == b"".join(_varint(int(v)) for v in values)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_a_batch_of_sketches_encodes_as_each_one_alone(seed: int) -> None:
+    """``encode_sketches`` (all the bins in one pass) against ``to_bytes``, sketch for sketch."""
+    rng = np.random.default_rng(seed)
+    sketches = [
+        _random_sketch(rng, int(rng.integers(0, 35))) for _ in range(int(rng.integers(0, 40)))
+    ]
+    if seed % 3 == 0:
+        sketches.append(QuantileSketch())  # empty ones, first and last too
+        sketches.insert(0, QuantileSketch())
+    want = [s.to_bytes() for s in sketches]
+    assert encode_sketches(sketches) == want
+    assert [QuantileSketch.from_bytes(b).to_bytes() for b in want] == want
