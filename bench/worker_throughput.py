@@ -474,13 +474,19 @@ WHAT_IFS = {
         "stream_buffer_maxsize=256 records fetched ahead",
         "import processors.worker.app as _a\n_a.STREAM_BUFFER_RECORDS = 256\n",
     ),
-    "bytes32": (
-        "BATCH_MAX_BYTES=32 MiB",
-        "import processors.worker.app as _a\n_a.BATCH_MAX_BYTES = 32 * 1024 * 1024\n",
+    "fixed16": (
+        "a fixed batch bound of 16 MiB (before BatchBound)",
+        "import processors.worker.app as _a\n"
+        "_a.BATCH_LOW_BYTES = _a.BATCH_HIGH_BYTES = _a.BATCH_MAX_BYTES = 16 * 1024 * 1024\n",
     ),
-    "bytes64": (
-        "BATCH_MAX_BYTES=64 MiB",
-        "import processors.worker.app as _a\n_a.BATCH_MAX_BYTES = 64 * 1024 * 1024\n",
+    "fixed64": (
+        "a fixed batch bound of 64 MiB",
+        "import processors.worker.app as _a\n"
+        "_a.BATCH_LOW_BYTES = _a.BATCH_HIGH_BYTES = _a.BATCH_MAX_BYTES = 64 * 1024 * 1024\n",
+    ),
+    "writes50k": (
+        "BATCH_WRITES=50,000 bucket writes per batch",
+        "import processors.worker.app as _a\n_a.BATCH_WRITES = 50_000\n",
     ),
     "fetch": (
         "BATCH_WITHIN_S=0.05 + consumer_max_fetch_size=16 MiB",

@@ -28,6 +28,7 @@ from faust.types import TP
 
 from processors.aggregate import BucketKey, HourBucket
 from processors.worker import faust_private as fp
+from processors.worker.batch_bound import BatchBound
 from processors.worker.bookkeeper import (
     Delivered,
     PartitionBook,
@@ -67,13 +68,19 @@ ROCKSDB_OPTIONS = {
     "max_write_buffer_number": 2,
     "block_cache_size": 2 * 1024 * 1024,
 }
-#: A batch ends at this many Kafka records, or at BATCH_MAX_BYTES of record
-#: values, whichever comes first: our producers put up to thousands of events
-#: in a record (docs/record-format.md), other producers one, and a batch
-#: should hold tens of thousands of events either way (bounded memory and
-#: fold time, few changelog writes per event).
+#: A batch ends at this many Kafka records, or at a bound on its record
+#: values' bytes, whichever comes first: our producers put up to thousands of
+#: events in a record (docs/record-format.md), other producers one, and a
+#: batch should hold tens of thousands of events either way. The byte bound
+#: follows the bucket writes a batch causes (``BatchBound``): it starts at
+#: BATCH_MAX_BYTES and moves within [BATCH_LOW_BYTES, BATCH_HIGH_BYTES] so
+#: that a batch writes back about BATCH_WRITES buckets (bounded memory and
+#: fold time, few changelog writes per event, whatever the traffic's shape).
 BATCH_MAX = 1_000
 BATCH_MAX_BYTES = 16 * 1024 * 1024
+BATCH_LOW_BYTES = 4 * 1024 * 1024
+BATCH_HIGH_BYTES = 64 * 1024 * 1024
+BATCH_WRITES = 25_000
 #: ... or when nothing more arrived this long after the last batch: the
 #: longest a live event waits to be folded.
 BATCH_WITHIN_S = 0.05
@@ -210,16 +217,25 @@ def create_app(
     @app.agent(events)
     async def fold(stream: Any) -> Any:
         try:
-            batches = fp.take_weighted(
-                stream, BATCH_MAX, BATCH_MAX_BYTES, BATCH_WITHIN_S, _record_bytes
+            bound = BatchBound(
+                start=BATCH_MAX_BYTES,
+                low=min(BATCH_LOW_BYTES, BATCH_MAX_BYTES),
+                high=max(BATCH_HIGH_BYTES, BATCH_MAX_BYTES),
+                writes=BATCH_WRITES,
             )
+            batches = fp.take_weighted(stream, BATCH_MAX, bound, BATCH_WITHIN_S, _record_bytes)
             async for batch in batches:
                 health.on_batch(len(batch))
+                writes = counters.bucket_writes
                 # Leaves unacknowledged what it did not fold, and the whole
                 # batch if it fails or is cancelled (take_weighted, like Faust's
                 # take_events, acknowledges the buffer even when we leave with
                 # an error).
                 await book.fold_batch(batch)
+                bound.after(
+                    sum(_record_bytes(ev.value) for ev in batch),
+                    counters.bucket_writes - writes,
+                )
                 heap.maybe()  # a batch frees thousands of decoded buckets and lines
                 yield len(batch)
         finally:

@@ -155,6 +155,8 @@ class WorkerCounters:
         self.fenced = 0
         self.reread = 0
         self.published_rows = 0
+        #: bucket records written back (the batch bound follows them)
+        self.bucket_writes = 0
 
 
 def restorable(batch: Iterable[C], stored: Callable[[int, bytes], bytes | None]) -> list[C]:
@@ -439,6 +441,7 @@ class PartitionBook:
         c.replayed += result.replayed
         c.outside_window += result.outside_window
         c.invalid += len(result.invalid)
+        c.bucket_writes += len(result.changed) + len(result.rewritten)
         if self._on_fold is not None:
             self._on_fold(partition, result)
         for offset, line, why in result.invalid[:INVALID_LOGGED]:

@@ -169,7 +169,7 @@ def db_for_partition(store: Any, partition: int) -> Any:
 def take_weighted(
     stream: Any,
     max_records: int,
-    max_weight: int,
+    max_weight: int | Callable[[], int],
     within: float,
     weight: Callable[[Any], int],
 ) -> AsyncIterator[list[Any]]:
@@ -181,6 +181,9 @@ def take_weighted(
     ``within`` after every batch), and one that suits batch records makes
     batches of a few events from other producers. Weighing by bytes bounds a
     batch's memory and fold time whatever a record holds.
+
+    ``max_weight`` may be a callable, asked for the bound at the start of
+    each batch (the worker's ``BatchBound``).
 
     Acknowledgement is ``take_events``': the events of a batch are acked once
     the consumer of the batch asks for the next one (or leaves), except those
@@ -194,10 +197,12 @@ def take_weighted(
 async def _take_weighted(
     stream: Any,
     max_records: int,
-    max_weight: int,
+    max_weight: int | Callable[[], int],
     within: float,
     weight: Callable[[Any], int],
 ) -> AsyncIterator[list[Any]]:
+    bound = max_weight if callable(max_weight) else (lambda: max_weight)
+    limit = bound()
     events: list[Any] = []
     held = 0
     full = asyncio.Event()
@@ -220,7 +225,7 @@ async def _take_weighted(
                 raise RuntimeError("take_weighted found no current event")
             events.append(event)
             held += weight(value)
-            if len(events) >= max_records or held >= max_weight:
+            if len(events) >= max_records or held >= limit:
                 full.set()
                 consumed.clear()
                 await stream.wait(consumed)
@@ -248,6 +253,7 @@ async def _take_weighted(
             finally:
                 events.clear()
                 held = 0
+                limit = bound()
                 for ev in batch:
                     await stream.ack(ev)
                 if not fut.done():

@@ -8,6 +8,7 @@ acknowledgements are Faust's.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -15,7 +16,9 @@ import faust
 from processors.worker import faust_private as fp
 
 
-def _batches(sizes: list[int], *, max_records: int, max_weight: int) -> list[list[Any]]:
+def _batches(
+    sizes: list[int], *, max_records: int, max_weight: int | Callable[[], int]
+) -> list[list[Any]]:
     """The batches an agent took of records of ``sizes`` bytes, and whether each was acked."""
 
     async def run() -> list[list[Any]]:
@@ -68,3 +71,19 @@ def test_a_batch_ends_at_the_record_count_when_records_are_light() -> None:
 def test_a_batch_that_never_fills_is_handed_over_after_within() -> None:
     batches = _batches([1, 1, 1], max_records=100, max_weight=1_000)
     assert [v for b in batches for v in b] == [b"A", b"B", b"C"]
+
+
+def test_a_callable_bound_is_asked_again_for_each_batch() -> None:
+    """The worker's ``BatchBound`` moves between batches; a batch keeps the bound it began with."""
+    bounds = iter([6, 2, 100])
+    asked: list[int] = []
+
+    def bound() -> int:
+        asked.append(next(bounds, 100))
+        return asked[-1]
+
+    sizes = [3, 3, 1, 1, 1, 1, 1]
+    batches = _batches(sizes, max_records=100, max_weight=bound)
+    assert [len(v) for b in batches for v in b] == sizes
+    assert [sum(map(len, b)) for b in batches[:2]] == [6, 2]  # cut at 6, then at 2
+    assert asked[:2] == [6, 2]
