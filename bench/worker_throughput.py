@@ -470,6 +470,10 @@ WHAT_IFS = {
         "Faust's default stream_buffer_maxsize (4,096 records fetched ahead)",
         "import processors.worker.app as _a\n_a.STREAM_BUFFER_RECORDS = 4096\n",
     ),
+    "queue64": (
+        "stream_buffer_maxsize=64 records fetched ahead",
+        "import processors.worker.app as _a\n_a.STREAM_BUFFER_RECORDS = 64\n",
+    ),
     "queue256": (
         "stream_buffer_maxsize=256 records fetched ahead",
         "import processors.worker.app as _a\n_a.STREAM_BUFFER_RECORDS = 256\n",
