@@ -94,11 +94,7 @@ def _varints(values: npt.NDArray[np.uint64]) -> bytes:
         out[at] = low
         out[at[two] + 1] = (values[two] >> np.uint64(7)).astype(np.uint8)
         return out.tobytes()
-    size = np.ones(len(values), dtype=np.int64)
-    rest = values >> np.uint64(7)
-    while rest.any():
-        size += rest > 0
-        rest >>= np.uint64(7)
+    size = _varint_sizes(values)
     width = int(size.max())
     shifts = np.arange(width, dtype=np.uint64) * np.uint64(7)
     groups = ((values[:, None] >> shifts[None, :]) & np.uint64(0x7F)).astype(np.uint8)
@@ -413,8 +409,7 @@ def encode_sketches(sketches: Sequence[QuantileSketch]) -> list[bytes]:
     n = len(sketches)
     if not n:
         return []
-    sks = [q._sk for q in sketches]
-    stores = [sk._store for sk in sks]
+    stores = [q._sk._store for q in sketches]
     lists = [st.bins for st in stores]
     lengths = np.fromiter(map(len, lists), dtype=np.int64, count=n)
     bins = np.fromiter(chain.from_iterable(lists), dtype=np.float64, count=int(lengths.sum()))
@@ -448,16 +443,7 @@ def encode_sketches(sketches: Sequence[QuantileSketch]) -> list[bytes]:
     pair_end = np.cumsum(n_bins)
     byte_end = cum[2 * pair_end].tolist()
     byte_start = cum[2 * (pair_end - n_bins)].tolist()
-    out: list[bytes] = []
-    pack = _HEADER.pack
-    for sk, k, lo, hi in zip(sks, n_bins.tolist(), byte_start, byte_end, strict=True):
-        counted = sk.count
-        header = pack(
-            _FORMAT,
-            sk._min if counted else math.inf,
-            sk._max if counted else -math.inf,
-            int(sk._zero_count),
-            k,
-        )
-        out.append(header + body[lo:hi])
-    return out
+    return [
+        q._header(k) + body[lo:hi]
+        for q, k, lo, hi in zip(sketches, n_bins.tolist(), byte_start, byte_end, strict=True)
+    ]

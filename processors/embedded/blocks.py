@@ -205,9 +205,7 @@ def iter_text_blocks(
                 stop = longs[li]
                 if stop == k:  # line k is long: cut it, an empty line in its place
                     line = chunk[int(ends[k - 1]) + 1 : int(ends[k])]
-                    if not blank(line):
-                        out.block.long.append((out.next, line[:keep]))
-                    out.add(b"\n", 1)
+                    out.add_long(line[:keep], blank(line[keep:]))
                     li += 1
                     k += 1
                     continue
