@@ -42,19 +42,18 @@ def rolling_rows(
     buckets (pairs published before whose buckets have since been dropped).
     """
     items = buckets.items() if isinstance(buckets, Mapping) else buckets
-    per_key: dict[tuple[str, str], HourBucket] = {}
+    inside: dict[tuple[str, str], list[HourBucket]] = {}
     for key, bucket in items:
-        pk = (key.model, key.provider)
-        acc = per_key.get(pk)
-        if acc is None:
-            acc = per_key[pk] = HourBucket()
+        held = inside.setdefault((key.model, key.provider), [])
         if in_window(key.hour, as_of):
-            acc.merge(bucket)
+            held.append(bucket)
+    per_key = {pk: HourBucket.merged(held) for pk, held in inside.items()}
     # A model's row merges its providers' rows, not every hour bucket again:
     # merging adds integer counts and sketch bins, so the order changes nothing.
-    per_model: dict[str, HourBucket] = {}
+    providers: dict[str, list[HourBucket]] = defaultdict(list)
     for (model, _), acc in per_key.items():
-        per_model.setdefault(model, HourBucket()).merge(acc)
+        providers[model].append(acc)
+    per_model = {model: HourBucket.merged(accs) for model, accs in providers.items()}
     for model, provider in keys:
         if provider != ALL_PROVIDERS:
             per_key.setdefault((model, provider), HourBucket())
@@ -79,7 +78,7 @@ def hourly_rows(
     changed since the last publication).
     """
     items = buckets.items() if isinstance(buckets, Mapping) else buckets
-    per_model: dict[tuple[str, int], HourBucket] = defaultdict(HourBucket)
+    per_model: dict[tuple[str, int], list[HourBucket]] = defaultdict(list)
     rows = []
     for key, bucket in items:
         if hours is not None and (key.model, key.hour) not in hours:
@@ -89,9 +88,9 @@ def hourly_rows(
         rows.append(
             HourlyRow(key.model, key.provider, hour_start(key.hour), as_of, bucket.figures())
         )
-        per_model[(key.model, key.hour)].merge(bucket)
+        per_model[(key.model, key.hour)].append(bucket)
     rows += [
-        HourlyRow(m, ALL_PROVIDERS, hour_start(h), as_of, b.figures())
+        HourlyRow(m, ALL_PROVIDERS, hour_start(h), as_of, HourBucket.merged(b).figures())
         for (m, h), b in per_model.items()
     ]
     rows.sort(key=lambda r: (r.model, r.provider, r.hour))

@@ -90,12 +90,10 @@ class RollingView:
         cached = self._past.get(pk)
         if cached is not None and cached[0] == current:
             return cached[1]
-        total = HourBucket()
-        for h in self._hours[pk]:
-            if first <= h < current:
-                b = self._load(BucketKey(pk[0], pk[1], h))
-                if b is not None:
-                    total.merge(b)
+        past = [
+            self._load(BucketKey(pk[0], pk[1], h)) for h in self._hours[pk] if first <= h < current
+        ]
+        total = HourBucket.merged([b for b in past if b is not None])
         self._past[pk] = (current, total)
         return total
 
@@ -114,22 +112,23 @@ class RollingView:
         stats: list[StatsRow] = []
         expired: list[BucketKey] = []
         for model in sorted(by_model):
-            everything = HourBucket()
+            totals: list[HourBucket] = []
             for provider in sorted(by_model[model]):
                 pk = (model, provider)
-                total = HourBucket()
-                total.merge(self._past_sum(pk, current, first))
+                parts = [self._past_sum(pk, current, first)]
                 for h in self._hours[pk]:
                     if h >= current:
                         b = self._load(BucketKey(model, provider, h))
                         if b is not None:
-                            total.merge(b)
-                everything.merge(total)
+                            parts.append(b)
+                total = HourBucket.merged(parts)
+                totals.append(total)
                 stats.append(StatsRow(model, provider, as_of, start, total.figures()))
                 old = [h for h in self._hours[pk] if h < first]
                 for h in old:
                     self._hours[pk].discard(h)
                     expired.append(BucketKey(model, provider, h))
+            everything = HourBucket.merged(totals)
             stats.append(StatsRow(model, ALL_PROVIDERS, as_of, start, everything.figures()))
         for pk in [pk for pk, hours in self._hours.items() if not hours]:
             del self._hours[pk]
@@ -152,12 +151,13 @@ class RollingView:
         self._dirty_hours = {mh for mh in self._dirty_hours if mh in wanted} - set(due)
         for model, h in sorted(due):
             providers = wanted[(model, h)]
-            everything = HourBucket()
+            held: list[HourBucket] = []
             for provider in sorted(providers):
                 b = self._load(BucketKey(model, provider, h))
                 if b is None:
                     continue
-                everything.merge(b)
+                held.append(b)
                 rows.append(HourlyRow(model, provider, hour_start(h), as_of, b.figures()))
+            everything = HourBucket.merged(held)
             rows.append(HourlyRow(model, ALL_PROVIDERS, hour_start(h), as_of, everything.figures()))
         return rows

@@ -10,6 +10,7 @@ import random
 
 import numpy as np
 import pytest
+from package_sketch import package_bytes, package_sketch
 
 from processors.aggregate import HourBucket, QuantileSketch
 from processors.aggregate.columns import BucketInputs
@@ -18,7 +19,8 @@ from schemas.event import ERROR_TYPES, EXCLUDED_FROM_ERROR_RATE, MAX_DURATION_MS
 
 def _reference(rows: list[tuple]) -> HourBucket:
     b = HourBucket()
-    for status, error_type, ttft, latency, tin, tout in rows:
+    ttft, tps = package_sketch(), package_sketch()
+    for status, error_type, ttft_ms, latency, tin, tout in rows:
         b.requests += 1
         b.input_tokens += tin
         b.output_tokens += tout
@@ -26,11 +28,13 @@ def _reference(rows: list[tuple]) -> HourBucket:
             b.error_denominator += 1
             if status == "error":
                 b.errors += 1
-        if status == "ok" and ttft is not None:
-            b.ttft._sk.add(ttft)
-            if tout >= 2 and latency > ttft:
-                seconds = (latency - ttft) / 1000.0
-                b.output_tps._sk.add(tout / seconds)
+        if status == "ok" and ttft_ms is not None:
+            ttft.add(ttft_ms)
+            if tout >= 2 and latency > ttft_ms:
+                seconds = (latency - ttft_ms) / 1000.0
+                tps.add(tout / seconds)
+    b.ttft = QuantileSketch.from_bytes(package_bytes(ttft))
+    b.output_tps = QuantileSketch.from_bytes(package_bytes(tps))
     return b
 
 
@@ -80,10 +84,8 @@ def test_sketch_keys_match_the_package_over_every_magnitude() -> None:
     )
     bulk = QuantileSketch()
     bulk.add_many(values)
-    one = QuantileSketch()
-    for v in values.tolist():
-        one._sk.add(v)
-    assert bulk.to_bytes() == one.to_bytes()
+    one = package_sketch(values.tolist())
+    assert bulk.to_bytes() == package_bytes(one)
     assert bulk.count == len(values)
 
 

@@ -1,17 +1,19 @@
 """A sketch's bytes are the same whichever encoder writes them.
 
-``QuantileSketch.to_bytes`` encodes a store of many values with numpy
-(``_to_bytes_columnar``, varints for a whole column) and a small one a
-varint at a time; stored buckets and changelog messages hold these bytes,
-so both must write exactly the same, for every shape: empty, zeros only,
-keys below zero (values under 1), one bin, hundreds, counts and key gaps
-past one and two varint bytes.
+``QuantileSketch.to_bytes`` encodes a sketch of many bins with numpy
+(varints for a whole column, ``encode_sketches``) and a small one a varint
+at a time, and ``from_bytes`` reads them back either way; stored buckets
+and changelog messages hold these bytes, so every way must write exactly
+the package's sketch in our format (``tests/package_sketch.py``), for every
+shape: empty, zeros only, keys below zero (values under 1), one bin,
+hundreds, counts and key gaps past one and two varint bytes.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from package_sketch import package_bytes, package_sketch
 
 from processors.aggregate.sketch import QuantileSketch, _varint, _varints, encode_sketches
 
@@ -30,35 +32,60 @@ def _random_sketch(rng: np.random.Generator, seed: int) -> QuantileSketch:
 
 
 def _one_at_a_time(sketch: QuantileSketch) -> bytes:
-    """The varint-at-a-time encoding, whatever the store's size."""
+    """The varint-at-a-time encoding, whatever the sketch's size."""
     import processors.aggregate.sketch as module
 
-    saved = module._COLUMNAR_VALUES
-    module._COLUMNAR_VALUES = float("inf")  # type: ignore[assignment]
+    saved = module._COLUMNAR_BINS
+    module._COLUMNAR_BINS = 1 << 62
     try:
         return sketch.to_bytes()
     finally:
-        module._COLUMNAR_VALUES = saved
+        module._COLUMNAR_BINS = saved
+
+
+def _decoded_one_at_a_time(data: bytes) -> QuantileSketch:
+    import processors.aggregate.sketch as module
+
+    saved = module._COLUMNAR_BINS
+    module._COLUMNAR_BINS = 1 << 62
+    try:
+        return QuantileSketch.from_bytes(data)
+    finally:
+        module._COLUMNAR_BINS = saved
 
 
 @pytest.mark.parametrize("seed", range(200))
 def test_both_encoders_write_the_same_bytes(seed: int) -> None:
     rng = np.random.default_rng(seed)
-    sketch = QuantileSketch()
+    plain = package_sketch()
     n = int(rng.choice([0, 1, 5, 150, 600]))
     scale = float(rng.choice([0.001, 0.5, 40.0, 3000.0, 1e7]))
-    for v in rng.pareto(1.2, n) * scale:
-        sketch.add(float(v))
+    values = (rng.pareto(1.2, n) * scale).tolist()
     if seed % 5 == 0:
-        for _ in range(3):
-            sketch.add(0.0)
+        values += [0.0] * 3
     if seed % 7 == 0:  # one bin with a count past two varint bytes
-        for _ in range(20_000):
-            sketch.add(12.5)
-    want = _one_at_a_time(sketch)
-    assert sketch._to_bytes_columnar() == want
+        values += [12.5] * 20_000
+    for v in values:
+        plain.add(v)
+    sketch = QuantileSketch()
+    sketch.add_many(np.asarray(values, dtype=np.float64))
+    want = package_bytes(plain)
+    assert _one_at_a_time(sketch) == want
+    assert encode_sketches([sketch]) == [want]
     assert sketch.to_bytes() == want
-    assert QuantileSketch.from_bytes(want).to_bytes() == want
+    # Both decoders read it back to the same sketch.
+    for decoded in (QuantileSketch.from_bytes(want), _decoded_one_at_a_time(want)):
+        assert decoded.to_bytes() == want
+        assert decoded.count == sketch.count
+        assert decoded.quantiles((0.0, 0.5, 0.95, 1.0)) == sketch.quantiles((0.0, 0.5, 0.95, 1.0))
+
+
+def test_a_truncated_sketch_is_refused() -> None:
+    sketch = QuantileSketch()
+    sketch.add_many(np.arange(1.0, 400.0))
+    data = sketch.to_bytes()
+    with pytest.raises(ValueError, match="cut short"):
+        QuantileSketch.from_bytes(data[: len(data) - 30])
 
 
 @pytest.mark.parametrize("top", [1, 0x7F, 0x80, 0x3FFF, 0x4000, 2**35, 2**63])
