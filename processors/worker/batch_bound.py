@@ -31,10 +31,10 @@ class BatchBound:
     def __init__(
         self,
         *,
-        start: int = 16 * MIB,
+        start: int = 4 * MIB,
         low: int = 4 * MIB,
         high: int = 64 * MIB,
-        writes: int = 25_000,
+        writes: int = 12_500,
     ) -> None:
         if not 0 < low <= start <= high:
             raise ValueError(f"need 0 < low <= start <= high, got {low}, {start}, {high}")
