@@ -492,6 +492,15 @@ WHAT_IFS = {
         "BATCH_WRITES=50,000 bucket writes per batch",
         "import processors.worker.app as _a\n_a.BATCH_WRITES = 50_000\n",
     ),
+    "writes25k": (
+        "BATCH_WRITES=25,000 and a first batch of 16 MiB (the previous settings)",
+        "import processors.worker.app as _a\n_a.BATCH_WRITES = 25_000\n"
+        "_a.BATCH_MAX_BYTES = 16 * 1024 * 1024\n",
+    ),
+    "chunk50k": (
+        "fold_records validates and groups 50,000 events at a time (10,000 now)",
+        "import processors.worker.fold as _f\n_f.CHUNK_LINES = 50_000\n",
+    ),
     "fetch1m": (
         "Faust's default consumer_max_fetch_size (1 MiB a partition per fetch)",
         "import processors.worker.app as _a\n_a.FETCH_PARTITION_BYTES = 1024 * 1024\n",
