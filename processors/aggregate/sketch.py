@@ -421,8 +421,9 @@ def _add_pairs(
     batch's arrays alive.
     """
     t = len(targets)
-    lengths = np.fromiter((len(s._keys) for s in targets), dtype=np.int64, count=t)
-    old_keys = np.concatenate([s._keys for s in targets])
+    keys_of = [s._keys for s in targets]
+    lengths = np.fromiter(map(len, keys_of), dtype=np.int64, count=t)
+    old_keys = np.concatenate(keys_of)
     old_counts = np.concatenate([s._counts for s in targets])
     old_code = (np.repeat(np.arange(t, dtype=np.int64), lengths) << 32) | (old_keys + _KEY_BIAS)
     at = np.searchsorted(old_code, code)
@@ -457,10 +458,11 @@ def encode_sketches(sketches: Sequence[QuantileSketch]) -> list[bytes]:
     n = len(sketches)
     if not n:
         return []
-    lengths = np.fromiter((len(q._keys) for q in sketches), dtype=np.int64, count=n)
+    keys_of = [q._keys for q in sketches]
+    lengths = np.fromiter(map(len, keys_of), dtype=np.int64, count=n)
     m = int(lengths.sum())
     if m:
-        keys = np.concatenate([q._keys for q in sketches])
+        keys = np.concatenate(keys_of)
         values = np.empty(2 * m, dtype=np.uint64)
         values[1::2] = np.concatenate([q._counts for q in sketches])
         # Each sketch's first key against 0 (zig-zag), the others against the
