@@ -497,6 +497,10 @@ WHAT_IFS = {
         "import processors.worker.app as _a\n_a.BATCH_WRITES = 25_000\n"
         "_a.BATCH_MAX_BYTES = 16 * 1024 * 1024\n",
     ),
+    "high128": (
+        "batches of up to 128 MiB (BATCH_HIGH_BYTES; 64 MiB now)",
+        "import processors.worker.app as _a\n_a.BATCH_HIGH_BYTES = 128 * 1024 * 1024\n",
+    ),
     "chunk50k": (
         "fold_records validates and groups 50,000 events at a time (10,000 now)",
         "import processors.worker.fold as _f\n_f.CHUNK_LINES = 50_000\n",

@@ -236,15 +236,13 @@ class SeenIds:
     def add_rows(self, rows: npt.NDArray[np.void]) -> None:
         """Record sightings (newer than, or as new as, anything held for their ids)."""
         if len(rows):
-            runs = self._runs
-            runs.append(_newest_each(rows))
-            while len(runs) > 1 and 2 * len(runs[-1]) >= len(runs[-2]):
-                newer = runs.pop()
-                # Two sorted runs, one after the other: the stable sort in
-                # ``_newest_each`` (timsort) finds them and merges in one pass.
-                runs[-1] = _newest_each(np.concatenate([runs[-1], newer]))
-            # Only the last run is new; the ones before it did not change.
-            self._his[len(runs) - 1 :] = [np.ascontiguousarray(runs[-1]["hi"])]
+            runs, his = self._runs, self._his
+            run = _newest_each(rows)
+            run_hi = np.ascontiguousarray(run["hi"])
+            while runs and 2 * len(run) >= len(runs[-1]):
+                run, run_hi = _merge_runs(runs.pop(), his.pop(), run, run_hi)
+            runs.append(run)
+            his.append(run_hi)
 
     def expire(self, cutoff: float) -> None:
         """Drop sightings older than ``cutoff``: outside the dedup window, they decide nothing."""
@@ -276,6 +274,36 @@ class SeenIds:
         for i, name in enumerate(("partition", "offset", "line", "first_seen")):
             rows[name] = [s[i] for _, s in items]
         self.add_rows(rows)
+
+
+def _merge_runs(
+    older: npt.NDArray[np.void],
+    older_hi: npt.NDArray[np.uint64],
+    newer: npt.NDArray[np.void],
+    newer_hi: npt.NDArray[np.uint64],
+) -> tuple[npt.NDArray[np.void], npt.NDArray[np.uint64]]:
+    """``_newest_each`` of two runs, older then newer, and its ``hi`` column.
+
+    When no high half is in both runs (ids are random: the usual case), no
+    id is either, and the result is the two runs interleaved: each row's
+    place is its place in its own run plus the rows of the other run
+    before it (a binary search each way), with no sort and one copy of
+    each row. Otherwise the general path sorts them together.
+    """
+    at = np.searchsorted(older_hi, newer_hi)
+    shared = older_hi[np.minimum(at, len(older_hi) - 1)] == newer_hi
+    if shared.any():
+        merged = _newest_each(np.concatenate([older, newer]))
+        return merged, np.ascontiguousarray(merged["hi"])
+    new_at = at + np.arange(len(newer))
+    old_at = np.searchsorted(newer_hi, older_hi) + np.arange(len(older))
+    merged = np.empty(len(older) + len(newer), dtype=ROW)
+    merged[new_at] = newer
+    merged[old_at] = older
+    merged_hi = np.empty(len(merged), dtype=np.uint64)
+    merged_hi[new_at] = newer_hi
+    merged_hi[old_at] = older_hi
+    return merged, merged_hi
 
 
 def _newest_each(rows: npt.NDArray[np.void]) -> npt.NDArray[np.void]:

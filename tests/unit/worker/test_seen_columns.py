@@ -216,6 +216,32 @@ def test_newest_each_is_the_lexsort_definition(seed: int) -> None:
     assert _newest_each(rows).tobytes() == _newest_by_lexsort(rows).tobytes()
 
 
+@pytest.mark.parametrize("seed", range(100))
+def test_merging_two_runs_is_the_sort_of_both(seed: int) -> None:
+    """``_merge_runs`` (interleaving, or sorting when a high half is shared) against the sort."""
+    from processors.worker.seen import _merge_runs, _newest_each
+
+    rng = np.random.default_rng(seed)
+
+    def run(n: int) -> np.ndarray:
+        rows = np.zeros(n, dtype=ROW)
+        # Wide high halves (none shared, the usual case) or few (many shared).
+        top = 2**63 if seed % 3 else int(rng.integers(1, 60))
+        rows["hi"] = rng.integers(0, top, n, dtype=np.uint64)
+        rows["lo"] = rng.integers(0, 4, n).astype(np.uint64)
+        rows["offset"] = rng.integers(0, 1000, n)
+        rows["first_seen"] = NOW_S - rng.integers(0, 3, n)
+        return _newest_each(rows)
+
+    older, newer = run(int(rng.integers(1, 300))), run(int(rng.integers(1, 300)))
+    merged, merged_hi = _merge_runs(
+        older, np.ascontiguousarray(older["hi"]), newer, np.ascontiguousarray(newer["hi"])
+    )
+    want = _newest_each(np.concatenate([older, newer]))
+    assert merged.tobytes() == want.tobytes()
+    assert merged_hi.tolist() == want["hi"].tolist()
+
+
 @pytest.mark.parametrize("seed", range(50))
 def test_index_answers_as_a_dict_through_merges_and_expiry(seed: int) -> None:
     rng = random.Random(seed)
