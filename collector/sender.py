@@ -19,11 +19,12 @@ Every record handed to ``send`` ends in exactly one of two places: acknowledged
 by Kafka, or passed to ``on_undelivered`` (the emitter spools it). A packed
 Kafka record is acknowledged or lost as a whole, and so are the records in it:
 the sender keeps, per producer batch, the input records it carries, and reports
-them (never the packed value) either way. The spool therefore always holds
-input records, which a replay packs again. ``send`` returns one future per
-producer batch that resolves (to the number of input records Kafka
-acknowledged: all or none) only after that has happened, so a caller that
-awaits them knows its records are durable.
+them (never the packed value) either way. An input record of the events topic
+may itself carry several events (the emitter packs valid dicts per model);
+counts (in flight, sent, the futures' results) are of events. ``send``
+returns one future per producer batch that resolves (to the number of events
+Kafka acknowledged: all or none) only after that has happened, so a caller
+that awaits them knows its records are durable.
 
 Health: the sender is *healthy* while batches are acknowledged. A batch that
 fails, or is not acknowledged within ``stall_timeout_s``, makes it unhealthy;
@@ -54,7 +55,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.codec import has_lz4, has_zstd
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
-from collector.encoding import Record
+from collector.encoding import Record, events_in
 from collector.metrics import EmitterMetrics
 from schemas.event_record import MAX_RECORD_BYTES, RECORD_HEADERS, pack_ranges, partition_for
 
@@ -111,6 +112,8 @@ class _Flight:
     topic: str
     started: float
     done: asyncio.Future[int]
+    #: events carried (a record of the events topic may carry several)
+    events: int
 
 
 class KafkaSender:
@@ -366,7 +369,8 @@ class KafkaSender:
         self, producer: AIOKafkaProducer, topic: str, part: int, batch: Any, recs: list[Record]
     ) -> asyncio.Future[int]:
         loop = asyncio.get_running_loop()
-        flight = _Flight(recs, topic, time.monotonic(), loop.create_future())
+        events = events_in(recs) if topic == self._events_topic else len(recs)
+        flight = _Flight(recs, topic, time.monotonic(), loop.create_future(), events)
         stale = self._producer is not producer
         if not self.healthy or stale:
             self._finish(flight, None)
@@ -382,7 +386,7 @@ class KafkaSender:
             self._finish(flight, None)
             return flight.done
         self._flights.add(flight)
-        self._in_flight_records += len(recs)
+        self._in_flight_records += events
         fut.add_done_callback(lambda f, flight=flight: self._on_batch_done(flight, f))
         return flight.done
 
@@ -398,15 +402,15 @@ class KafkaSender:
         if flight not in self._flights:
             return  # already handed back by close()
         self._flights.discard(flight)
-        self._in_flight_records -= len(flight.records)
+        self._in_flight_records -= flight.events
         exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
         if exc is None:
             self._metrics.send_latency.observe(time.monotonic() - flight.started)
             if flight.topic == self._events_topic:
-                self._metrics.sent.inc(len(flight.records))
+                self._metrics.sent.inc(flight.events)
             else:
-                self._metrics.dead_lettered.inc(len(flight.records))
-            flight.done.set_result(len(flight.records))
+                self._metrics.dead_lettered.inc(flight.events)
+            flight.done.set_result(flight.events)
             return
         self._failed = True
         self._metrics.batch_failures.inc()
@@ -440,5 +444,5 @@ class KafkaSender:
         # Anything fail_all could not reach (already in a request) resolves here.
         for flight in list(self._flights):
             self._flights.discard(flight)
-            self._in_flight_records -= len(flight.records)
+            self._in_flight_records -= flight.events
             self._finish(flight, None)

@@ -38,6 +38,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import groupby
 from typing import Annotated, Any, Literal, Union
 
 import annotated_types as at
@@ -55,6 +56,7 @@ from schemas.event import (
     MAX_EVENT_AGE,
     RequestEvent,
 )
+from schemas.event_record import MAX_RECORD_BYTES, pack_lines
 
 __all__ = [
     "EncodedBatch",
@@ -64,6 +66,7 @@ __all__ = [
     "encode_lines",
     "encode_lines_fast",
     "encode_values_fast",
+    "pack_values_fast",
     "round3",
     "validate_lines",
 ]
@@ -271,6 +274,7 @@ _WIRE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError)
 _Values: Any = msgspec.defstruct("_Values", _wire_fields(), gc=False)
 _VALUES = list[_Values]
 _VERSION = operator.itemgetter("schema_version")
+_MODEL = operator.attrgetter("model")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FUTURE_US = FUTURE_TOLERANCE // timedelta(microseconds=1)
 _AGE_US = MAX_EVENT_AGE // timedelta(microseconds=1)
@@ -610,19 +614,14 @@ def _ts_texts(ts_ms: list[int]) -> list[str]:
     return ("Z\n".join(texts) + "Z").replace(".000000Z", "Z").split("\n")
 
 
-def _encode_judged(got: _Judged, lines: Sequence[bytes] | None) -> EncodedBatch:
-    """The kept rows' wire bytes: the canonical values put in, one msgspec call for all.
+def _canonical(got: _Judged) -> bool:
+    """Put the model's values in the kept rows where they differ; whether any did.
 
-    ``encode_event`` writes the model's values: the event id in lower case,
-    the time in UTC to the millisecond, the durations rounded. Only a column
-    that differs from them is written into the rows. When no column differed
-    and ``lines`` (the input) already are those bytes, they are kept as they
-    are (each line is one JSON object, so equal concatenations mean equal
-    lines).
+    ``encode_event`` writes the event id in lower case, the time in UTC to
+    the millisecond, the durations rounded: only a column that differs from
+    them is written into the rows.
     """
     wires = got.wires
-    if not wires:
-        return EncodedBatch([], [], [], [])
     changed = False
     event_id = "\n".join(got.event_id).lower().split("\n")
     if event_id != got.event_id:
@@ -641,6 +640,20 @@ def _encode_judged(got: _Judged, lines: Sequence[bytes] | None) -> EncodedBatch:
         for w, d, t in zip(wires, got.latency_ms, got.ttft_ms, strict=True):
             w.latency_ms = d
             w.ttft_ms = t
+    return changed
+
+
+def _encode_judged(got: _Judged, lines: Sequence[bytes] | None) -> EncodedBatch:
+    """The kept rows' wire bytes: the canonical values put in, one msgspec call for all.
+
+    When no column differed from the model's values and ``lines`` (the
+    input) already are those bytes, they are kept as they are (each line is
+    one JSON object, so equal concatenations mean equal lines).
+    """
+    wires = got.wires
+    if not wires:
+        return EncodedBatch([], [], [], [])
+    changed = _canonical(got)
     blob = _ENCODE_LINES(wires)
     out: list[bytes] | None = None
     if lines is not None and not changed:
@@ -741,6 +754,42 @@ def encode_values_fast(docs: Sequence[Any], *, now: datetime) -> tuple[EncodedBa
     if got.refused:
         slow = sorted(slow + got.refused)
     return encoded, slow
+
+
+def pack_values_fast(
+    docs: Sequence[Any], *, now: datetime, max_bytes: int = MAX_RECORD_BYTES
+) -> list[tuple[str, bytes]] | None:
+    """Every doc valid by the fast path, packed: ``(model, NDJSON value)`` pairs; else None.
+
+    ``encode_values_fast``'s checks and bytes, with the lines of each model
+    encoded together straight into record values (docs/record-format.md) of
+    at most ``max_bytes``, in input order within a model. A producer that
+    packs per partition anyway (the emitter) is spared a ``bytes`` object
+    per event and the join that would undo it. None when any doc is not
+    taken as it is (invalid, or left to the model's path): the caller then
+    judges the batch with ``encode_docs``, which says why.
+    """
+    try:
+        wires, where, slow = _convert_wires(docs)
+        if slow or not wires:
+            return None
+        got = _judge(wires, where, _us(now))
+        if got.refused:
+            return None
+        _canonical(got)
+        by_model = sorted(wires, key=_MODEL) if len(set(map(_MODEL, wires))) > 1 else wires
+        out: list[tuple[str, bytes]] = []
+        for model, rows in groupby(by_model, _MODEL):
+            value = _ENCODE_LINES(list(rows))[:-1]
+            if len(value) <= max_bytes:
+                out.append((model, value))
+            else:
+                out.extend((model, v) for v in pack_lines(value.split(b"\n"), max_bytes))
+    except (TypeError, ValueError):
+        # A value msgspec keeps but cannot write (a str subclass), or any other surprise:
+        # ``encode_docs`` sorts it out one row at a time.
+        return None
+    return out
 
 
 def encode_lines(lines: Sequence[bytes], *, now: datetime | None = None) -> EncodedBatch:

@@ -68,6 +68,32 @@ async def test_events_arrive_once_in_their_models_partition(
     assert sorted(orjson.loads(r.value)["field"] for r in dlq) == ["event_id", "status"]
 
 
+async def test_valid_dicts_travel_packed_and_are_counted_per_event(
+    kafka_bootstrap: str, topics: dict[str, str], tmp_path: Path, event_factory: Any
+) -> None:
+    """The usual gateway: only valid dicts. They are packed per model before the sender
+    (``schemas.batch.pack_values_fast``); counts stay per event, bytes stay the model's."""
+    models = ["openai/gpt-4.1-mini", "anthropic/claude-sonnet-4", "meta/llama-3.3-70b"]
+    events = [event_factory(model=models[i % 3]) for i in range(6000)]
+    async with TelemetryEmitter(
+        bootstrap_servers=kafka_bootstrap, spool_dir=tmp_path, **topics
+    ) as emitter:
+        for i in range(0, len(events), 1500):
+            for e in events[i : i + 1500]:
+                emitter.emit(e)
+            await asyncio.sleep(0)
+    assert emitter.counter("events_sent") == len(events)
+    assert emitter.counter("events_emitted") == len(events)
+    assert emitter.counter("events_spooled") == 0
+    assert emitter.in_flight == 0
+    got = await read_events(kafka_bootstrap, topics["topic"])
+    assert sorted(e.value for e in got) == sorted(encode_event(validate_event(e)) for e in events)
+    assert len({(e.record.partition, e.record.offset) for e in got}) <= len(events) // 500
+    for model in models:  # Kafka keeps each model's order
+        mine = [orjson.loads(e.value)["event_id"] for e in got if model.encode() in e.value]
+        assert mine == [e["event_id"] for e in events if e["model"] == model]
+
+
 async def test_spool_from_an_earlier_run_is_replayed_on_start(
     kafka_bootstrap: str, topics: dict[str, str], tmp_path: Path, event_factory: Any
 ) -> None:

@@ -58,6 +58,50 @@ async def test_unreachable_broker_spools_everything(tmp_path: Path, event_factor
     assert records[0][1] == b"openai/gpt-4.1-mini"
 
 
+def test_a_chunk_of_valid_dicts_becomes_one_record_per_model(
+    tmp_path: Path, event_factory: Any
+) -> None:
+    """The pump's encoding of valid dicts: packed per model; with one invalid, per event."""
+    models = ["a/one", "b/two", "c/three"]
+    events = [event_factory(model=models[i % 3]) for i in range(900)]
+    emitter = make(tmp_path, topic="ev", dlq_topic="dlq")
+    records = emitter._encode(events)
+    assert sorted(r[1] for r in records) == sorted(m.encode() for m in models)
+    for topic, key, value in records:
+        assert topic == "ev"
+        assert value.split(b"\n") == [
+            encode_event(validate_event(e)) for e in events if e["model"].encode() == key
+        ]
+    events[400]["status"] = "maybe"
+    records = emitter._encode(events)
+    assert len(records) == 900
+    assert records[400][0] == "dlq"
+    assert emitter.counter("events_invalid") == 1
+
+
+async def test_packed_dicts_are_spooled_one_record_per_event(
+    tmp_path: Path, event_factory: Any
+) -> None:
+    """Valid dicts travel packed per model; what reaches the spool is one record each."""
+    models = ["a/one", "b/two", "c/three"]
+    events = [event_factory(model=models[i % 3]) for i in range(4_500)]  # > one chunk
+    async with make(tmp_path, topic="ev", dlq_topic="dlq") as emitter:
+        for e in events:
+            emitter.emit(e)
+        async with asyncio.timeout(10):
+            while emitter.counter("events_spooled") < len(events):
+                await asyncio.sleep(0.01)
+        assert emitter.spool.pending_records == len(events)
+    assert emitter.counter("events_spooled") == len(events)
+    records = spooled(tmp_path)
+    assert len(records) == len(events)
+    for model in models:
+        mine = [e for e in events if e["model"] == model]
+        assert [r[2] for r in records if r[1] == model.encode()] == [
+            encode_event(validate_event(e)) for e in mine
+        ]
+
+
 async def test_invalid_events_are_counted_dead_lettered_and_never_raise(
     tmp_path: Path, event_factory: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

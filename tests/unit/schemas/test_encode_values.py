@@ -21,7 +21,7 @@ from uuid import UUID
 import numpy as np
 import pytest
 
-from schemas.batch import encode_values_fast
+from schemas.batch import encode_values_fast, pack_values_fast
 from schemas.batch_docs import encode_docs
 from schemas.codec import encode_event, validate_event
 from schemas.errors import InvalidEvent
@@ -211,3 +211,54 @@ def test_random_python_damage_has_the_fate_it_has_alone(event_factory: Any) -> N
     assert fates == [_alone(d) for d in docs]
     assert 800 < sum(f[0] == "ok" for f in fates) < 2_000
     assert len(_fast_fates(docs)) > 800
+
+
+def _per_model(docs: list[Any]) -> dict[str, list[bytes]]:
+    """Each model's events as the model encodes them, in input order."""
+    out: dict[str, list[bytes]] = {}
+    for d in docs:
+        out.setdefault(d["model"], []).append(encode_event(validate_event(d, now=NOW)))
+    return out
+
+
+def test_packed_values_are_each_models_lines_in_order(event_factory: Any) -> None:
+    docs = [_doc(event_factory, k) for k in range(500)]
+    packed = pack_values_fast(docs, now=NOW)
+    assert packed is not None
+    got: dict[str, list[bytes]] = {}
+    for model, value in packed:
+        assert not value.endswith(b"\n")
+        got.setdefault(model, []).extend(value.split(b"\n"))
+    assert got == _per_model(docs)
+    assert len(packed) == 3  # one value per model: the batch fits a record
+
+
+def test_packed_values_stay_under_the_record_bound(event_factory: Any) -> None:
+    docs = [_doc(event_factory, k) for k in range(300)]
+    line = len(encode_event(validate_event(docs[0], now=NOW)))
+    packed = pack_values_fast(docs, now=NOW, max_bytes=20 * line)
+    assert packed is not None
+    assert all(len(v) <= 20 * line for _, v in packed)
+    assert len(packed) > 3
+    got: dict[str, list[bytes]] = {}
+    for model, value in packed:
+        got.setdefault(model, []).extend(value.split(b"\n"))
+    assert got == _per_model(docs)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"status": "nope"},  # a field rule: rejected
+        {"ttft_ms": 10_000.0, "latency_ms": 5.0},  # a cross-field rule: rejected
+        {"event_id": UUID("12345678-1234-5678-1234-567812345678")},  # valid, the model's path
+        {"schema_version": Count(1)},  # an int subclass: the model refuses it
+    ],
+)
+def test_a_batch_with_one_event_not_taken_as_it_is_is_not_packed(
+    event_factory: Any, damage: dict[str, Any]
+) -> None:
+    docs = [_doc(event_factory, k) for k in range(50)]
+    docs[37].update(damage)
+    assert pack_values_fast(docs, now=NOW) is None
+    assert pack_values_fast(docs[:37], now=NOW) is not None
