@@ -432,6 +432,10 @@ def counted_in_log(log: Path) -> int | None:
 #: ``same``: no change at all; a later run differs from the first by itself
 #: (page cache, the broker's state), so compare what-ifs with ``same``.
 #: ``linger0``: changelog sends leave at once (Faust's default).
+#: ``no-changelog``, ``no-publish`` and ``no-hourly`` are not proposals but
+#: bounds: what the worker would gain if a bucket write cost nothing (no
+#: RocksDB, no changelog message), or if publishing (all of it, or the hourly
+#: series) did; they break the worker's promises.
 WHAT_IFS = {
     "buffer": (
         "ProducerBuffer.max_messages=1e6",
@@ -508,6 +512,25 @@ WHAT_IFS = {
     "fetch1m": (
         "Faust's default consumer_max_fetch_size (1 MiB a partition per fetch)",
         "import processors.worker.app as _a\n_a.FETCH_PARTITION_BYTES = 1024 * 1024\n",
+    ),
+    "no-changelog": (
+        "UNSAFE ceiling: bucket writes kept in a dict (no store, no changelog message)",
+        "import contextlib\nimport processors.worker.app as _a\n"
+        "_at, _held = _a.FaustAdapter.at, {}\n"
+        "@contextlib.contextmanager\n"
+        "def _dict_at(self, partition):\n"
+        "    with _at(self, partition) as (_buckets, seen):\n"
+        "        yield _held.setdefault(partition, {}), seen\n"
+        "_a.FaustAdapter.at = _dict_at\n",
+    ),
+    "no-publish": (
+        "UNSAFE ceiling: the timer publishes no rows (the rolling view's cost gone)",
+        "import processors.worker.rolling_view as _r\n"
+        "_r.RollingView.publish = lambda self, as_of, hourly=True: _r.Publication([], [], [])\n",
+    ),
+    "no-hourly": (
+        "UNSAFE ceiling: the hourly series is never published (stats rows are)",
+        "import processors.worker.app as _a\n_a.HOURLY_EVERY_S = 1e12\n",
     ),
     "same": (
         "the worker again, unchanged (how much a later run differs by itself)",

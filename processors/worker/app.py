@@ -48,6 +48,7 @@ from processors.worker.records import (
     encode_bucket_key,
 )
 from processors.worker.rolling_view import RollingView
+from processors.worker.row_publisher import PublishFailed, RowPublisher
 from processors.worker.tables import BUCKETS, SEEN
 from schemas.settings import Settings
 from schemas.stats import encode_row
@@ -109,6 +110,9 @@ COMMITTED_TIMEOUT_S = 30.0
 #: The hourly series feeds charts: publishing it at most this often keeps a
 #: catch-up (every hour of the week dirty at once) from starving the agent.
 HOURLY_EVERY_S = 30.0
+#: Longest wait for a publication's rows to be acknowledged before they are
+#: due again (well under the 10 s a stopping worker has).
+PUBLISH_TIMEOUT_S = 5.0
 
 
 def create_app(
@@ -162,8 +166,9 @@ def create_app(
         value_serializer="raw",
         partitions=settings.partitions,
     )
-    stats_topic = app.topic(settings.stats_topic, key_serializer="raw", value_serializer="raw")
-    hourly_topic = app.topic(settings.hourly_topic, key_serializer="raw", value_serializer="raw")
+    # Stats and hourly rows go out through Faust's own producer, a batch per
+    # partition (the topics exist: `telemetry worker` creates them first).
+    rows = RowPublisher(lambda: fp.kafka_producer(app), timeout_s=PUBLISH_TIMEOUT_S)
     # A broker outage of minutes holds state writes: wait for it (under
     # Faust's 1,200 s producer request timeout) rather than crash the worker.
     writes = PendingWrites(timeout_s=900.0)
@@ -191,6 +196,9 @@ def create_app(
         fp.trust_changelog_partitions(checked, settings.topic)
 
     def load(key: BucketKey) -> HourBucket | None:
+        held = book.cached(key)  # decoded already by the fold
+        if held is not None:
+            return held.bucket
         raw = fp.table_store(buckets).get(encode_bucket_key(key))
         return BucketRecord.from_bytes(raw).bucket if raw is not None else None
 
@@ -275,16 +283,23 @@ def create_app(
         pub = view.publish(datetime.now(UTC), hourly=hourly_due)
         if hourly_due:
             assigned["hourly_at"] = time.monotonic()
-        # Buffered sends: stats rows are republished every interval anyway.
-        for row in pub.stats:
-            stats_topic.send_soon(
-                key=f"{row.model}\x00{row.provider}".encode(), value=encode_row(row)
-            )
-        for hrow in pub.hourly:
-            hourly_topic.send_soon(key=hrow.model.encode(), value=encode_row(hrow))
         await book.nudge_idle_partitions()
         book.expire(pub.expired)
         heap.maybe()
+        try:
+            await rows.send(
+                settings.stats_topic,
+                [(f"{r.model}\x00{r.provider}".encode(), encode_row(r)) for r in pub.stats],
+            )
+            await rows.send(
+                settings.hourly_topic, [(r.model.encode(), encode_row(r)) for r in pub.hourly]
+            )
+        except PublishFailed as exc:
+            # Rows, not state: due again at the next publication.
+            view.again(pub)
+            health.on_publish_failed()
+            log.warning("publication not acknowledged, published again next time: %s", exc)
+            return
         counters.published_rows += len(pub.stats)
         health.on_publish(len(pub.stats), len(pub.hourly))
         log.info(

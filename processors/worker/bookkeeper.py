@@ -258,6 +258,17 @@ class PartitionBook:
             log.info("seen index: %d event ids of the partitions held", len(self._ids))
         return self._ids, self._cache
 
+    def cached(self, key: BucketKey) -> BucketRecord | None:
+        """The decoded record the fold holds for ``key``, if any: what the table holds.
+
+        For the rolling view, which would otherwise decode the stored bytes of
+        every bucket it sums. None when the memory was not built for the
+        partitions held now (read the table then).
+        """
+        if self._built != self._key():
+            return None
+        return self._cache.get(key)
+
     def _forget(self) -> None:
         """The memory may be ahead of the tables: rebuild it before the next fold."""
         self._built = None

@@ -44,6 +44,10 @@ What each is for (docs/architecture.md, "Exactly-once effect"):
   that feeds the buffering processor), ``stream._processors`` (to detach
   that processor) and ``stream._active_agens`` (so ``Stream.on_stop``
   closes the generator), as ``take_events`` does.
+* ``app.producer._ensure_producer()``: the ``AIOKafkaProducer`` Faust runs
+  (not threaded: ``producer_threaded`` is off), through which published rows
+  leave as one producer batch per partition (``row_publisher.py``) instead
+  of one Faust message each.
 * ``app.on_partitions_revoked``, ``app.tables.beacon``, ``stream.add_processor``,
   ``stream.current_event``, ``stream.ack``, ``stream.wait``,
   ``stream.wait_for_stopped``: semi-public, listed so an upgrade is checked too.
@@ -67,6 +71,7 @@ __all__ = [
     "flow_active",
     "generation",
     "highwater",
+    "kafka_producer",
     "known_committed",
     "leave_unacknowledged",
     "rebalancing",
@@ -111,6 +116,11 @@ def flow_active(app: Any) -> bool:
 
 def highwater(app: Any, tp: Any) -> int | None:
     return app.consumer.highwater(tp)
+
+
+def kafka_producer(app: Any) -> Any:
+    """The ``AIOKafkaProducer`` inside Faust's producer (started with the app)."""
+    return app.producer._ensure_producer()
 
 
 def known_committed(app: Any, tp: Any) -> int | None:

@@ -97,6 +97,11 @@ class WorkerMetrics:
         self.published_rows = Counter(
             f"{P}_published_rows", "rows published for the sink", ["kind"], registry=r
         )
+        self.publish_failures = Counter(
+            f"{P}_publish_failures",
+            "publications not acknowledged in time (their rows are published again)",
+            registry=r,
+        )
         self.last_publication = Gauge(
             f"{P}_last_publication_timestamp_seconds",
             "Unix time of the last stats publication",
@@ -170,6 +175,9 @@ class WorkerMetrics:
         handled = stats.counted + stats.duplicates + stats.replayed + stats.outside_window + invalid
         self.run_events.observe(handled)
         self._handled[partition] = self._handled.get(partition, 0) + handled
+
+    def on_publish_failed(self) -> None:
+        self.publish_failures.inc()
 
     def on_publish(self, stats_rows: int, hourly_rows: int) -> None:
         self.published_rows.labels("stats").inc(stats_rows)

@@ -140,6 +140,11 @@ class RollingView:
         self._fresh.clear()
         return Publication(stats, hourly_rows, expired)
 
+    def again(self, pub: Publication) -> None:
+        """``pub`` was not delivered: its models and hours are due at the next publication."""
+        self._dirty_models.update(row.model for row in pub.stats)
+        self._dirty_hours.update((row.model, hour_of(row.hour)) for row in pub.hourly)
+
     def _hourly(self, as_of: datetime, first: int) -> list[HourlyRow]:
         rows: list[HourlyRow] = []
         wanted: dict[tuple[str, int], list[str]] = defaultdict(list)

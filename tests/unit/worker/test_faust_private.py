@@ -162,3 +162,20 @@ def test_consumer_keeps_committed_offsets_in_memory() -> None:
         "faust Consumer._committed_offset is gone: see processors/worker/faust_private.py"
     )
     assert "self._committed_offset.update(committable_offsets)" in src
+
+
+def test_faust_producer_holds_an_aiokafka_producer_in_the_loop() -> None:
+    from faust.transport.drivers.aiokafka import Producer as AIOKafkaFaustProducer
+
+    _has(AIOKafkaFaustProducer, "_ensure_producer")
+    src = inspect.getsource(AIOKafkaFaustProducer._ensure_producer)
+    assert "self._producer" in src, "Faust's Producer._ensure_producer no longer returns _producer"
+    app = faust.App("private-names-producer", broker="kafka://127.0.0.1:1")
+    assert app.conf.producer_threaded is False, "Faust's producer now runs in its own thread"
+    producer = app.producer
+    assert isinstance(producer, AIOKafkaFaustProducer)
+    sentinel = object()
+    producer._producer = sentinel
+    assert fp.kafka_producer(app) is sentinel
+    for name in ("create_batch", "send_batch", "partitions_for"):
+        _has(aiokafka.AIOKafkaProducer, name)

@@ -248,3 +248,25 @@ def test_hourly_rows_are_capped_per_publication_newest_first(monkeypatch: object
         rounds += 1
     assert rounds == -(-(101 * 3) // 50)
     assert len(seen) == len(set(seen)) == 101 * 3  # every changed hour exactly once
+
+
+def test_an_undelivered_publication_is_due_again() -> None:
+    store, view = populated()
+    view.publish(T0)
+    t = T0 + timedelta(minutes=3)
+    view_note(view, store, BucketKey("a", "p2", H0 - 6))
+    view_note(view, store, BucketKey("b", "p1", H0))
+    lost = view.publish(t)
+    assert lost.stats and lost.hourly
+    assert view.publish(t + timedelta(seconds=1)).stats == []  # published: not due
+    view.again(lost)
+    t2 = t + timedelta(seconds=2)
+    pub = view.publish(t2)
+    assert {(r.model, r.provider) for r in pub.stats} == {(r.model, r.provider) for r in lost.stats}
+    assert stats_of(pub.stats) == {
+        k: v for k, v in stats_of(rolling_rows(store, t2)).items() if k[0] in {"a", "b"}
+    }
+    assert {(r.model, r.provider, r.hour) for r in pub.hourly} == {
+        (r.model, r.provider, r.hour) for r in lost.hourly
+    }
+    assert view.publish(t2 + timedelta(seconds=1)).hourly == []
