@@ -286,6 +286,22 @@ def create_app(
         await book.nudge_idle_partitions()
         book.expire(pub.expired)
         heap.maybe()
+        # Logged before the rows leave, with the counts they were computed
+        # from: once acknowledged they may be in ClickHouse at once, and a
+        # reader of this log must not see the rows before the line.
+        log.info(
+            "published %d stats rows, %d hourly rows; counted=%d duplicates=%d replayed=%d "
+            "outside_window=%d invalid=%d fenced=%d reread=%d",
+            len(pub.stats),
+            len(pub.hourly),
+            counters.counted,
+            counters.duplicates,
+            counters.replayed,
+            counters.outside_window,
+            counters.invalid,
+            counters.fenced,
+            counters.reread,
+        )
         try:
             await rows.send(
                 settings.stats_topic,
@@ -302,19 +318,6 @@ def create_app(
             return
         counters.published_rows += len(pub.stats)
         health.on_publish(len(pub.stats), len(pub.hourly))
-        log.info(
-            "published %d stats rows, %d hourly rows; counted=%d duplicates=%d replayed=%d "
-            "outside_window=%d invalid=%d fenced=%d reread=%d",
-            len(pub.stats),
-            len(pub.hourly),
-            counters.counted,
-            counters.duplicates,
-            counters.replayed,
-            counters.outside_window,
-            counters.invalid,
-            counters.fenced,
-            counters.reread,
-        )
 
     @app.timer(SEEN_SWEEP_S)
     async def sweep_seen() -> None:
