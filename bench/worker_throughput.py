@@ -462,7 +462,7 @@ WHAT_IFS = {
     "take-events": (
         "the previous batching: Faust's take_events(1000 records, within=1 s)",
         "import processors.worker.faust_private as _fp\n"
-        "_fp.take_weighted = lambda stream, *a: stream.take_events(1000, within=1.0)\n",
+        "_fp.take_weighted = lambda stream, *a, **k: stream.take_events(1000, within=1.0)\n",
     ),
     "no-settle": (
         "UNSAFE ceiling: the agent does not wait for its changelog writes",
@@ -531,6 +531,15 @@ WHAT_IFS = {
     "no-hourly": (
         "UNSAFE ceiling: the hourly series is never published (stats rows are)",
         "import processors.worker.app as _a\n_a.HOURLY_EVERY_S = 1e12\n",
+    ),
+    "pbatch512k": (
+        "producer_max_batch_size=512 KiB (Faust's default 16 KiB: a few changelog records a batch)",
+        "import faust\n"
+        "class _App(faust.App):\n"
+        "    def __init__(self, *a, **kw):\n"
+        "        kw['producer_max_batch_size'] = 512 * 1024\n"
+        "        super().__init__(*a, **kw)\n"
+        "faust.App = _App\n",
     ),
     "same": (
         "the worker again, unchanged (how much a later run differs by itself)",
