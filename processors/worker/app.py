@@ -36,6 +36,7 @@ from processors.worker.bookkeeper import (
     WorkerCounters,
     restorable,
 )
+from processors.worker.changelog_outbox import ChangelogOutbox
 from processors.worker.fold import Record
 from processors.worker.gap_reader import GapReader
 from processors.worker.heap import HeapTrimmer, fix_mmap_threshold
@@ -110,6 +111,9 @@ COMMITTED_TIMEOUT_S = 30.0
 #: The hourly series feeds charts: publishing it at most this often keeps a
 #: catch-up (every hour of the week dirty at once) from starving the agent.
 HOURLY_EVERY_S = 30.0
+#: Producer batches (changelog writes, published rows): well under the
+#: broker's 1 MB ``message.max.bytes``.
+PRODUCER_BATCH_BYTES = 512 * 1024
 #: Longest wait for a publication's rows to be acknowledged before they are
 #: due again (well under the 10 s a stopping worker has).
 PUBLISH_TIMEOUT_S = 5.0
@@ -140,6 +144,9 @@ def create_app(
         producer_acks=-1,
         # Changelog messages leave in batches, not one produce request each.
         producer_linger=0.05,
+        # The changelog outbox ships a fold's writes of a partition in a few
+        # large batches (Faust's default, 16 KiB, is a few bucket records).
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
         web_enabled=False,
         stream_wait_empty=False,
         # Records fetched ahead of the agent, per topic. Faust counts records,
@@ -172,6 +179,7 @@ def create_app(
     # A broker outage of minutes holds state writes: wait for it (under
     # Faust's 1,200 s producer request timeout) rather than crash the worker.
     writes = PendingWrites(timeout_s=900.0)
+    outbox = ChangelogOutbox(lambda: fp.kafka_producer(app), writes)
 
     def table(cls: type[TrackedTable], name: str) -> Any:
         added: Any = app.tables.add(
@@ -186,6 +194,7 @@ def create_app(
             )
         )
         added.pending_writes = writes
+        added.outbox = outbox
         return added
 
     buckets = table(BucketsTable, BUCKETS)
@@ -204,7 +213,9 @@ def create_app(
 
     view = RollingView(load)
     gap_reader = GapReader(bootstrap, settings.topic)
-    side = FaustAdapter(app, settings.topic, {BUCKETS: buckets, SEEN: seen}, gap_reader, writes)
+    side = FaustAdapter(
+        app, settings.topic, {BUCKETS: buckets, SEEN: seen}, gap_reader, writes, outbox
+    )
     book = PartitionBook(
         side,
         reread_max=settings.worker_reread_max,
@@ -285,6 +296,7 @@ def create_app(
             assigned["hourly_at"] = time.monotonic()
         await book.nudge_idle_partitions()
         book.expire(pub.expired)
+        await side.flush_changelog()
         heap.maybe()
         # Logged before the rows leave, with the counts they were computed
         # from: once acknowledged they may be in ClickHouse at once, and a
@@ -322,6 +334,7 @@ def create_app(
     @app.timer(SEEN_SWEEP_S)
     async def sweep_seen() -> None:
         book.sweep_seen()
+        await side.flush_changelog()
 
     return app
 
@@ -344,8 +357,10 @@ class FaustAdapter:
         tables: dict[str, Any],
         gap_reader: GapReader,
         writes: PendingWrites,
+        outbox: ChangelogOutbox,
     ) -> None:
         self._app = app
+        self._outbox = outbox
         self._topic = topic
         self._tables = tables
         self._gap_reader = gap_reader
@@ -381,7 +396,12 @@ class FaustAdapter:
         ]
 
     async def settled(self) -> None:
+        await self._outbox.flush()
         await self._writes.settled()
+
+    async def flush_changelog(self) -> None:
+        """Ship the held writes of a timer (expiry, sweeps) without waiting for them."""
+        await self._outbox.flush()
 
     @contextlib.contextmanager
     def at(self, partition: int) -> Iterator[Tables]:
@@ -429,12 +449,32 @@ class _AnchorMessage:
 
 
 class TrackedTable(faust.Table):
-    """A table whose changelog writes the worker can wait for (PendingWrites)."""
+    """A table whose changelog writes the worker sends in batches and waits for.
+
+    A write of bytes (or a tombstone) is held by the ``ChangelogOutbox`` and
+    shipped with the others of its partition when the worker settles; any
+    other value goes Faust's way, its future kept in ``PendingWrites``.
+    """
 
     pending_writes: PendingWrites | None = None
+    outbox: ChangelogOutbox | None = None
 
-    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
-        fut = super().send_changelog(*args, **kwargs)
+    def send_changelog(
+        self,
+        partition: int | None,
+        key: Any,
+        value: Any,
+        key_serializer: Any = None,
+        value_serializer: Any = None,
+    ) -> Any:
+        if (
+            self.outbox is not None
+            and partition is not None
+            and type(key) is bytes
+            and (value is None or type(value) is bytes)
+        ):
+            return self.outbox.put(self, partition, key, value)
+        fut = super().send_changelog(partition, key, value, key_serializer, value_serializer)
         if self.pending_writes is not None:
             self.pending_writes.add(fut)
         return fut
