@@ -26,11 +26,14 @@ What each is for (docs/architecture.md, "Exactly-once effect"):
 * ``app.consumer._committed_offset``: the committed offset Faust keeps in
   memory per partition (read at assignment, then at each of its commits),
   for the lag gauge of ``metrics.py`` without a request to the broker.
-* ``Table.send_changelog``: overridden to keep the futures of our
-  changelog writes (rule 3); ``Table.apply_changelog_batch``: overridden to
-  restore no older bucket record (rule 6); ``table.data``: the table's
-  store (its ``get``, ``items`` and ``__delitem__`` work on the partitions
-  held); ``store._db_for_partition(p)``: one partition's RocksDB.
+* ``Table.send_changelog``: overridden to hold our changelog writes for
+  the ``ChangelogOutbox`` (rule 3), which ships them itself and then calls
+  ``store.set_persisted_offset(tp, offset)`` as Faust's
+  ``_on_changelog_sent`` does; ``table.changelog_topic.get_topic_name()``;
+  ``Table.apply_changelog_batch``: overridden to restore no older bucket
+  record (rule 6); ``table.data``: the table's store (its ``get``,
+  ``items`` and ``__delitem__`` work on the partitions held);
+  ``store._db_for_partition(p)``: one partition's RocksDB.
 * ``table._verified_source_topics_for_partitions``: the source topics
   whose partition count Faust has checked against the changelog's at the
   first write; the worker checks it against the broker before Faust

@@ -179,3 +179,19 @@ def test_faust_producer_holds_an_aiokafka_producer_in_the_loop() -> None:
     assert fp.kafka_producer(app) is sentinel
     for name in ("create_batch", "send_batch", "partitions_for"):
         _has(aiokafka.AIOKafkaProducer, name)
+
+
+def test_what_the_changelog_outbox_does_in_fausts_place() -> None:
+    """The outbox sends a table's changelog itself and records the offset as Faust would."""
+    src = inspect.getsource(Collection._on_changelog_sent)
+    assert "set_persisted_offset" in src, (
+        "Faust no longer records a changelog write with store.set_persisted_offset"
+    )
+    _has(RocksStore, "set_persisted_offset")
+    assert _params(RocksStore.set_persisted_offset) == ["tp", "offset"]
+    assert "fut.message.partition" in inspect.getsource(faust.Table.on_key_set), (
+        "Table.on_key_set no longer reads only message.partition of send_changelog's result"
+    )
+    app = faust.App("private-names-outbox", broker="kafka://127.0.0.1:1", store="memory://")
+    table = app.Table("outbox-probe", key_type=bytes, value_type=bytes)
+    assert table.changelog_topic.get_topic_name() == "private-names-outbox-outbox-probe-changelog"
