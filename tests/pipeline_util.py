@@ -329,3 +329,24 @@ def stats_row(model: str = "openai/gpt-4.1-mini", provider: str = "", **kw: Any)
     }
     row.update(kw)
     return row
+
+
+async def read_partitions(bootstrap: str, topic: str, parts: list[int]) -> dict[int, list[Any]]:
+    """Every record of these partitions of ``topic``, in offset order, up to the end now."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in parts]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        out: dict[int, list[Any]] = {p: [] for p in parts}
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for tp, records in (await consumer.getmany(*tps, timeout_ms=1000)).items():
+                out[tp.partition].extend(records)
+        return out
+    finally:
+        await consumer.stop()

@@ -7,7 +7,8 @@ import asyncio
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
+from pipeline_util import read_partitions
 
 from processors.kafka_io import ensure_topics
 from processors.worker.changelog_outbox import ChangelogOutbox
@@ -49,22 +50,6 @@ class _CountingWrites(PendingWrites):
         super().add(fut)
 
 
-async def _read(bootstrap: str, topic: str, parts: int) -> dict[int, list[Any]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(parts)]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        out: dict[int, list[Any]] = {p: [] for p in range(parts)}
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            for tp, records in (await consumer.getmany(*tps, timeout_ms=1000)).items():
-                out[tp.partition].extend(records)
-        return out
-    finally:
-        await consumer.stop()
-
-
 def test_each_partitions_writes_arrive_in_order_and_the_store_knows_the_last_offset(
     kafka_bootstrap: str, topic_prefix: str
 ) -> None:
@@ -91,7 +76,7 @@ def test_each_partitions_writes_arrive_in_order_and_the_store_knows_the_last_off
             await writes.settled()
         finally:
             await producer.stop()
-        return table, await _read(kafka_bootstrap, topic, 3), writes
+        return table, await read_partitions(kafka_bootstrap, topic, [0, 1, 2]), writes
 
     table, got, writes = asyncio.run(go())
     assert 3 <= writes.added < 100  # batches of 64 KiB, not a future per write

@@ -5,32 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
+from pipeline_util import read_partitions
 
 from processors.kafka_io import ensure_topics
 from processors.worker.row_publisher import PublishFailed, RowPublisher
 from schemas.event_record import partition_for
 
 pytestmark = pytest.mark.integration
-
-
-async def _read_all(bootstrap: str, topic: str, parts: list[int]) -> list[tuple[int, bytes, bytes]]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in parts]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        out: list[tuple[int, bytes, bytes]] = []
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            batch = await consumer.getmany(*tps, timeout_ms=1000)
-            for tp, records in batch.items():
-                out.extend((tp.partition, r.key, r.value) for r in records)
-        return out
-    finally:
-        await consumer.stop()
 
 
 def test_rows_arrive_once_in_their_keys_partition_in_order(
@@ -48,7 +30,8 @@ def test_rows_arrive_once_in_their_keys_partition_in_order(
             parts = sorted(await producer.partitions_for(topic))
         finally:
             await producer.stop()
-        return sent, await _read_all(kafka_bootstrap, topic, parts), parts
+        got = await read_partitions(kafka_bootstrap, topic, parts)
+        return sent, [(p, r.key, r.value) for p in parts for r in got[p]], parts
 
     sent, got, parts = asyncio.run(go())
     assert sent == len(rows)
