@@ -53,6 +53,10 @@ class ChangelogOutbox:
         self._writes = writes
         #: (table, changelog partition) -> [(key, value or None for a tombstone)], in order
         self._held: dict[tuple[Any, int], list[tuple[bytes, bytes | None]]] = {}
+        #: One flush at a time: a flush waiting on the producer must not be
+        #: overtaken by a later one (a timer's, then the agent's), or a
+        #: partition's writes would reach the changelog out of order.
+        self._shipping = asyncio.Lock()
 
     def __len__(self) -> int:
         return sum(map(len, self._held.values()))
@@ -67,6 +71,10 @@ class ChangelogOutbox:
 
     async def flush(self) -> None:
         """Ship every held write; their futures are in ``PendingWrites`` once this returns."""
+        async with self._shipping:
+            await self._flush()
+
+    async def _flush(self) -> None:
         if not self._held:
             return
         held, self._held = self._held, {}
