@@ -26,6 +26,7 @@ from faust.types import TP
 
 from processors.worker import faust_private as fp
 from processors.worker.pending_writes import PendingWrites
+from processors.worker.producer_batches import closed_batches
 
 __all__ = ["ChangelogOutbox", "HeldWrite"]
 
@@ -81,28 +82,18 @@ class ChangelogOutbox:
         producer = self._producer()
         for (table, partition), items in held.items():
             topic = table.changelog_topic.get_topic_name()
-            batch = producer.create_batch()
-            count = 0
-            for key, value in items:
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    await self._ship(producer, table, topic, partition, batch, count)
-                    batch, count = producer.create_batch(), 0
-                    batch.append(key=key, value=value, timestamp=None)
-                count += 1
-            await self._ship(producer, table, topic, partition, batch, count)
+            for batch, count in closed_batches(producer, items):
+                fut = await producer.send_batch(batch, topic, partition=partition)
+                self._writes.add(fut)
+                fut.add_done_callback(self._persist(table, TP(topic, partition), count))
 
-    async def _ship(
-        self, producer: Any, table: Any, topic: str, partition: int, batch: Any, count: int
-    ) -> None:
-        batch.close()  # leaves at once: nothing else will join it
-        fut: asyncio.Future[Any] = await producer.send_batch(batch, topic, partition=partition)
-        self._writes.add(fut)
-        tp = TP(topic, partition)
+    @staticmethod
+    def _persist(table: Any, tp: TP, count: int) -> Callable[[asyncio.Future[Any]], None]:
+        """Once acknowledged, the store holds the changelog up to the batch's last record."""
 
         def persisted(done: asyncio.Future[Any]) -> None:
             if done.cancelled() or done.exception() is not None:
                 return  # PendingWrites keeps the error: nothing is acknowledged again
-            # The store holds the changelog up to the batch's last record.
             fp.table_store(table).set_persisted_offset(tp, done.result().offset + count - 1)
 
-        fut.add_done_callback(persisted)
+        return persisted

@@ -24,6 +24,7 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
+from processors.worker.producer_batches import closed_batches
 from schemas.event_record import partition_for
 
 __all__ = ["PublishFailed", "RowPublisher"]
@@ -53,34 +54,18 @@ class RowPublisher:
                 found = await asyncio.wait_for(producer.partitions_for(topic), self._timeout_s)
                 parts = self._partitions[topic] = sorted(found)
             by_part: dict[int, list[tuple[bytes, bytes]]] = {}
-            n = len(parts)
             for key, value in rows:
-                part = parts[partition_for(key, n)]
-                group = by_part.get(part)
-                if group is None:
-                    by_part[part] = [(key, value)]
-                else:
-                    group.append((key, value))
-            futures = []
-            for part, items in by_part.items():
-                batch = producer.create_batch()
-                for key, value in items:
-                    if batch.append(key=key, value=value, timestamp=None) is None:
-                        futures.append(await self._ship(producer, batch, topic, part))
-                        batch = producer.create_batch()
-                        batch.append(key=key, value=value, timestamp=None)
-                futures.append(await self._ship(producer, batch, topic, part))
+                by_part.setdefault(parts[partition_for(key, len(parts))], []).append((key, value))
+            futures = [
+                await asyncio.wait_for(
+                    producer.send_batch(batch, topic, partition=part), self._timeout_s
+                )
+                for part, items in by_part.items()
+                for batch, _ in closed_batches(producer, items)
+            ]
             await asyncio.wait_for(asyncio.gather(*futures), self._timeout_s)
         except (KafkaError, TimeoutError) as exc:
             self._partitions.pop(topic, None)  # looked up again next time
             why = f"{len(rows)} rows to {topic}: {type(exc).__name__}: {exc}"
             raise PublishFailed(why) from exc
         return len(rows)
-
-    async def _ship(self, producer: Any, batch: Any, topic: str, part: int) -> Any:
-        # Closed first: the batch leaves at once instead of lingering for rows that
-        # cannot join it (the collector's sender does the same).
-        batch.close()
-        return await asyncio.wait_for(
-            producer.send_batch(batch, topic, partition=part), self._timeout_s
-        )
