@@ -63,6 +63,13 @@ class BucketInputs:
             output_tokens=np.asarray(output_tokens, dtype=np.int64),
         )
 
+    @classmethod
+    def concat(cls, parts: Sequence[BucketInputs]) -> BucketInputs:
+        """The columns of ``parts`` end to end (the events of several chunks as one column)."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in cls.__slots__))
+
     def take(self, index: npt.NDArray[np.intp] | Sequence[int]) -> BucketInputs:
         """The events at ``index`` (a group of one bucket), as new columns."""
         idx = np.asarray(index, dtype=np.intp)

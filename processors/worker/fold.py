@@ -46,10 +46,16 @@ __all__ = ["DEDUP_WINDOW_S", "FoldStats", "Record", "fold_records"]
 #: (docs/definitions.md, "Duplicates").
 DEDUP_WINDOW_S = 3600.0
 _HOUR_MS = 3_600_000
+#: Hours after the window's first a bucket code has room for (``_RunBuckets.slots``):
+#: far more than the window and the future tolerance of ``schemas.event``.
+_HOUR_SPAN = 1 << 20
 #: Events validated and grouped at a time (see ``_fold_chunk``).
 CHUNK_LINES = 10_000
 #: Decoded bucket records a run holds before writing them back early.
 LOADED_MAX = 8_000
+#: Events whose adds a run holds before adding them to their buckets (about
+#: 60 bytes each): see ``_RunBuckets``.
+ADDS_MAX = 250_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,27 +114,180 @@ def fold_records(
     if not records:
         return out
     records = _once_each(records, out)
-    loaded: dict[tuple[str, str, int], BucketRecord] = {}
+    run = _RunBuckets(records[0].partition, window_start_hour(now), buckets, cache)
     for chunk in _chunks(records, CHUNK_LINES):
         _fold_chunk(
             chunk,
-            buckets,
             seen_blocks,
             seen,
-            cache,
-            loaded,
+            run,
             out,
             now=now,
             now_s=now_s,
             replay_below=replay_below,
         )
-        if len(loaded) > LOADED_MAX:
+        if len(run) > LOADED_MAX:
             # A run that touches more buckets than memory should hold (a
             # week-wide catch-up over thousands of keys): write them now.
+            run.apply(out)
             _write_back(out, buckets, release=True)
-            loaded.clear()
+            run.forget()
+        elif run.pending > ADDS_MAX:
+            run.apply(out)
+    run.apply(out)
     _write_back(out, buckets, release=False)
     return out
+
+
+class _RunBuckets:
+    """The buckets a run touches, each at a slot, and the run's adds to them.
+
+    A chunk of week-wide traffic spreads over thousands of buckets, a few
+    events each, so anything done once per bucket per chunk in Python costs
+    more than the events' own work. Here a bucket is found once per run
+    (its record loaded, its applied offset read); each chunk maps its events
+    to slots with numpy and one dict lookup per distinct bucket, checks
+    rule 1 against the slots' applied offsets as a column, and only notes
+    its kept events with their slots. ``apply`` adds everything noted in one
+    ``HourBucket.add_groups`` and moves the records' applied offsets: a
+    bucket's Python steps once per run. No record is written back before
+    ``apply``, so the records written always match their applied offsets.
+    """
+
+    __slots__ = (
+        "_applied",
+        "_cache",
+        "_changed",
+        "_first_hour",
+        "_groups",
+        "_inputs",
+        "_models",
+        "_providers",
+        "_slot_of",
+        "_store",
+        "keys",
+        "partition",
+        "pending",
+        "recs",
+    )
+
+    def __init__(
+        self,
+        partition: int,
+        first_hour: int,
+        store: MutableMapping[bytes, bytes],
+        cache: MutableMapping[BucketKey, BucketRecord],
+    ) -> None:
+        self.partition = partition
+        self._first_hour = first_hour
+        self._store = store
+        self._cache = cache
+        self._models: dict[str, int] = {}
+        self._providers: dict[str, int] = {}
+        self._slot_of: dict[int, int] = {}
+        self.keys: list[BucketKey] = []
+        self.recs: list[BucketRecord] = []
+        #: per slot: the highest offset of this partition in the bucket, noted adds included
+        self._applied = np.zeros(0, dtype=np.int64)
+        self._changed = np.zeros(0, dtype=bool)
+        self._groups: list[npt.NDArray[np.intp]] = []
+        self._inputs: list[BucketInputs] = []
+        #: events noted and not yet added
+        self.pending = 0
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def slots(
+        self,
+        models: list[str],
+        providers: list[str],
+        hours: npt.NDArray[np.int64],
+        kept: npt.NDArray[np.intp],
+    ) -> npt.NDArray[np.intp]:
+        """The slot of each ``kept`` event's bucket (hours of the window only).
+
+        A (model, provider, hour) is one int64 code; strings become codes
+        with one dict lookup each (C-level ``map``), and each distinct code
+        of the chunk is one dict lookup more.
+        """
+        for name in dict.fromkeys(models):
+            self._models.setdefault(name, len(self._models))
+        for name in dict.fromkeys(providers):
+            self._providers.setdefault(name, len(self._providers))
+        n = len(models)
+        mc = np.fromiter(map(self._models.__getitem__, models), np.int64, n)[kept]
+        pc = np.fromiter(map(self._providers.__getitem__, providers), np.int64, n)[kept]
+        rel = hours[kept] - self._first_hour
+        if len(rel) and not 0 <= int(rel.min()) <= int(rel.max()) < _HOUR_SPAN:
+            raise ValueError(f"an hour outside the window was kept: {rel.min()}..{rel.max()}")
+        codes = (mc << 40) | (pc << 20) | rel
+        unique, first, of_code = np.unique(codes, return_index=True, return_inverse=True)
+        found = list(map(self._slot_of.get, unique.tolist()))
+        if None in found:
+            new_keys: list[BucketKey] = []
+            for j, slot in enumerate(found):
+                if slot is None:
+                    k = int(kept[first[j]])
+                    found[j] = self._slot_of[int(unique[j])] = len(self.keys) + len(new_keys)
+                    new_keys.append(BucketKey(models[k], providers[k], int(hours[k])))
+            self._hold(new_keys)
+        return np.asarray(found, dtype=np.intp)[of_code]
+
+    def _hold(self, keys: list[BucketKey]) -> None:
+        """Give ``keys`` the next slots: their records held decoded already, or read."""
+        recs: list[BucketRecord] = []
+        for key in keys:
+            rec = self._cache.get(key)
+            if rec is None:
+                raw = self._store.get(encode_bucket_key(key))
+                rec = BucketRecord(HourBucket()) if raw is None else BucketRecord.from_bytes(raw)
+                self._cache[key] = rec
+            recs.append(rec)
+        self.keys += keys
+        self.recs += recs
+        applied = np.fromiter(
+            (r.applied.get(self.partition, -1) for r in recs), np.int64, len(recs)
+        )
+        self._applied = np.concatenate([self._applied, applied])
+        self._changed = np.concatenate([self._changed, np.zeros(len(keys), dtype=bool)])
+
+    def applied(self, slots: npt.NDArray[np.intp]) -> npt.NDArray[np.int64]:
+        """The applied offset (rule 1) of each slot, noted adds included."""
+        return self._applied[slots]
+
+    def note(
+        self, slots: npt.NDArray[np.intp], offsets: npt.NDArray[np.int64], inputs: BucketInputs
+    ) -> None:
+        """Event ``i`` of ``inputs``, of record ``offsets[i]``, counts in bucket ``slots[i]``."""
+        np.maximum.at(self._applied, slots, offsets)
+        self._changed[slots] = True
+        self._groups.append(slots)
+        self._inputs.append(inputs)
+        self.pending += len(slots)
+
+    def apply(self, out: FoldStats) -> None:
+        """Add every noted event to its bucket; the records changed join ``out.changed``."""
+        if self.pending:
+            HourBucket.add_groups(
+                [r.bucket for r in self.recs],
+                np.concatenate(self._groups),
+                BucketInputs.concat(self._inputs),
+            )
+        self._groups, self._inputs, self.pending = [], [], 0
+        changed = np.flatnonzero(self._changed)
+        for j, last in zip(changed.tolist(), self._applied[changed].tolist(), strict=True):
+            rec = self.recs[j]
+            rec.applied[self.partition] = last
+            out.changed[self.keys[j]] = rec
+        self._changed[changed] = False
+
+    def forget(self) -> None:
+        """Stop holding the records (after ``apply`` and their write-back)."""
+        self._slot_of.clear()
+        self.keys, self.recs = [], []
+        self._applied = np.zeros(0, dtype=np.int64)
+        self._changed = np.zeros(0, dtype=bool)
 
 
 def _once_each(records: Sequence[Record], out: FoldStats) -> Sequence[Record]:
@@ -182,18 +341,17 @@ def _chunks(records: Sequence[Record], max_lines: int) -> Iterator[Sequence[Reco
 
 def _fold_chunk(
     records: Sequence[Record],
-    buckets: MutableMapping[bytes, bytes],
     seen_blocks: MutableMapping[bytes, bytes],
     seen: SeenIds,
-    cache: MutableMapping[BucketKey, BucketRecord],
-    loaded: dict[tuple[str, str, int], BucketRecord],
+    run: _RunBuckets,
     out: FoldStats,
     *,
     now: datetime,
     now_s: float,
     replay_below: int,
 ) -> None:
-    """Fold whole records into ``loaded`` (written back by the caller) and write their seen blocks.
+    """Fold whole records into ``run`` (applied and written back by the caller) and
+    write their seen blocks.
 
     Validation holds a decoded dict per event, so a run is folded a chunk of
     records at a time: memory stays bounded whatever the run's size, and
@@ -246,52 +404,34 @@ def _fold_chunk(
         replay_below=replay_below,
     )
     _write_seen(records, seen_blocks, fresh, out)
-    groups: dict[tuple[str, str, int], npt.NDArray[np.intp]] = {}
-    newest: dict[tuple[str, str, int], int] = {}
-    for key, members in _groups(cols.model, cols.provider, hours, keep):
-        rec = loaded.get(key)
-        if rec is None:
-            bkey = BucketKey(*key)
-            rec = cache.get(bkey)
-            if rec is None:
-                raw = buckets.get(encode_bucket_key(bkey))
-                rec = BucketRecord(HourBucket()) if raw is None else BucketRecord.from_bytes(raw)
-                cache[bkey] = rec
-            loaded[key] = rec
-        applied = rec.applied.get(partition, -1)
-        if off[members[0]] <= applied:
-            # Already folded (offsets rise along ``members``, so these are a
-            # prefix). Write the record (and the seen entries) again anyway:
-            # after a SIGKILL the local store can hold folds whose changelog
-            # messages never left, and a replay is the one moment we know it
-            # (rule 7). Without the rewrite, the next owner of this
-            # partition would restore the older record and miss them.
-            unseen = members[off[members] > applied]
-            out.replayed += len(members) - len(unseen)
-            out.rewritten[BucketKey(*key)] = rec
-            if not len(unseen):
-                continue
-            members = unseen
-        groups[key] = members
-        newest[key] = int(off[members[-1]])
-    if groups:
-        inputs = BucketInputs.from_values(
-            cols.status,
-            cols.error_type,
-            cols.ttft_ms,
-            cols.latency_ms,
-            cols.input_tokens,
-            cols.output_tokens,
-        )
-        keys = list(groups)
-        index = np.concatenate([groups[k] for k in keys])
-        group = np.repeat(np.arange(len(keys), dtype=np.intp), [len(groups[k]) for k in keys])
-        HourBucket.add_groups([loaded[k].bucket for k in keys], group, inputs.take(index))
-        for key in keys:
-            rec = loaded[key]
-            rec.applied[partition] = newest[key]
-            out.counted += len(groups[key])
-            out.changed[BucketKey(*key)] = rec
+    kept = np.flatnonzero(keep)
+    if not len(kept):
+        return
+    slots = run.slots(cols.model, cols.provider, hours, kept)
+    at = off[kept]
+    new = at > run.applied(slots)
+    if not new.all():
+        # Already folded (rule 1). Write the record (and the seen entries)
+        # again anyway: after a SIGKILL the local store can hold folds whose
+        # changelog messages never left, and a replay is the one moment we
+        # know it (rule 7). Without the rewrite, the next owner of this
+        # partition would restore the older record and miss them.
+        out.replayed += int(len(new) - np.count_nonzero(new))
+        for j in np.unique(slots[~new]).tolist():
+            out.rewritten[run.keys[j]] = run.recs[j]
+        kept, slots, at = kept[new], slots[new], at[new]
+        if not len(kept):
+            return
+    out.counted += len(kept)
+    inputs = BucketInputs.from_values(
+        cols.status,
+        cols.error_type,
+        cols.ttft_ms,
+        cols.latency_ms,
+        cols.input_tokens,
+        cols.output_tokens,
+    )
+    run.note(slots, at, inputs.take(kept))
 
 
 def _first_sightings(
@@ -355,37 +495,6 @@ def _first_sightings(
     rows["first_seen"] = np.where(itself[kept], prior.first_seen[kept], now_s)
     seen.add_rows(rows[new[kept]])
     return keep, rows
-
-
-def _groups(
-    models: list[str],
-    providers: list[str],
-    hours: npt.NDArray[np.int64],
-    keep: npt.NDArray[np.bool_],
-) -> Iterator[tuple[tuple[str, str, int], npt.NDArray[np.intp]]]:
-    """The kept events by (model, provider, hour): each key once, with its events in order.
-
-    Keys come in the order of their first event. Strings are turned into
-    codes with one dict lookup each (C-level ``map``), the rest is numpy.
-    """
-    kept = np.flatnonzero(keep)
-    if not len(kept):
-        return
-    model_code = {m: i for i, m in enumerate(dict.fromkeys(models))}
-    provider_code = {p: i for i, p in enumerate(dict.fromkeys(providers))}
-    n = len(models)
-    mc = np.fromiter(map(model_code.__getitem__, models), np.int64, n)[kept]
-    pc = np.fromiter(map(provider_code.__getitem__, providers), np.int64, n)[kept]
-    h = hours[kept]
-    span = int(h.max() - h.min()) + 1
-    combined = (mc * len(provider_code) + pc) * span + (h - h.min())
-    order = np.argsort(combined, kind="stable")
-    ranked = combined[order]
-    bounds = np.flatnonzero(np.diff(ranked)) + 1
-    members = np.split(kept[order], bounds)
-    for group in sorted(members, key=lambda g: int(g[0])):
-        k = int(group[0])
-        yield (models[k], providers[k], int(hours[k])), group
 
 
 def _write_seen(

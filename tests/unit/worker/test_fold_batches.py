@@ -114,3 +114,72 @@ def test_a_run_folded_in_chunks_counts_as_one_run(event_factory: Any, monkeypatc
     again = _fold(records, chunked, seen, NOW_S + 5)
     assert (again.counted, again.replayed) == (0, 90)
     assert chunked == whole
+
+
+def test_adds_held_for_the_run_or_applied_early_count_the_same(
+    event_factory: Any, monkeypatch: Any
+) -> None:
+    """A run notes each chunk's events and adds them to their buckets once (``_RunBuckets``).
+
+    The buckets of many hours and providers, each touched by several chunks,
+    end the same whether the adds wait for the end of the run or are applied
+    after every chunk; and each record's applied offset is the run's last.
+    """
+    import processors.worker.fold as fold_module
+
+    docs = [
+        _doc(
+            event_factory,
+            provider=p,
+            ts=(NOW - timedelta(hours=h, minutes=5)).isoformat(),
+            ttft_ms=100.0 + 37 * i,
+            latency_ms=5000.0 + 11 * i,
+            output_tokens=3 + i,
+        )
+        for i, (p, h) in enumerate([(p, h) for h in range(6) for p in "xyz"] * 4)
+    ]
+    records = [_record(i, docs[i * 3 : (i + 1) * 3]) for i in range(len(docs) // 3)]
+    monkeypatch.setattr(fold_module, "CHUNK_LINES", 4)
+    held: dict[bytes, bytes] = {}
+    one = _fold(records, held, {})
+    monkeypatch.setattr(fold_module, "ADDS_MAX", 1)  # applied after every chunk
+    early: dict[bytes, bytes] = {}
+    many = _fold(records, early, {})
+    assert one.counted == many.counted == len(docs)
+    assert early == held
+    assert len(one.changed) == 18
+    # Hour h is in records h, 6 + h, 12 + h and 18 + h.
+    hours = {k.hour for k in one.changed}
+    assert {k: rec.applied[0] for k, rec in one.changed.items()} == {
+        k: 18 + (max(hours) - k.hour) for k in one.changed
+    }
+    assert _requests(held) == len(docs)
+
+
+def test_a_run_that_starts_with_a_replay_counts_only_what_is_new(
+    event_factory: Any, monkeypatch: Any
+) -> None:
+    """Rule 1 per slot: records already folded replay, the rest of the same run counts."""
+    import processors.worker.fold as fold_module
+
+    monkeypatch.setattr(fold_module, "CHUNK_LINES", 4)
+    docs = [_doc(event_factory, provider=p) for p in "xyxyxyxyxyxyxyxyxyxy"]
+    records = [_record(i, docs[i * 2 : (i + 1) * 2]) for i in range(10)]
+    whole: dict[bytes, bytes] = {}
+    _fold(records, whole, {})
+    parts: dict[bytes, bytes] = {}
+    seen: dict[bytes, bytes] = {}
+    first = _fold(records[:4], parts, seen)
+    # The worker died before its offsets were committed: records 2.. again.
+    rest = fold_records(
+        records[2:],
+        parts,
+        seen,
+        SeenIds(seen.items()),
+        now=NOW,
+        now_s=NOW_S + 5,
+        replay_below=4,
+    )
+    assert (first.counted, rest.counted, rest.replayed) == (8, 12, 4)
+    assert parts == whole
+    assert set(rest.rewritten) == set(rest.changed)  # both buckets were replayed and grew
