@@ -505,9 +505,9 @@ WHAT_IFS = {
         "batches of up to 128 MiB (BATCH_HIGH_BYTES; 64 MiB now)",
         "import processors.worker.app as _a\n_a.BATCH_HIGH_BYTES = 128 * 1024 * 1024\n",
     ),
-    "chunk50k": (
-        "fold_records validates and groups 50,000 events at a time (10,000 now)",
-        "import processors.worker.fold as _f\n_f.CHUNK_LINES = 50_000\n",
+    "chunk16m": (
+        "fold_records validates and groups 16 MiB of records at a time (4 MiB now)",
+        "import processors.worker.fold as _f\n_f.CHUNK_BYTES = 16 * 1024 * 1024\n",
     ),
     "fetch1m": (
         "Faust's default consumer_max_fetch_size (1 MiB a partition per fetch)",

@@ -49,8 +49,9 @@ _HOUR_MS = 3_600_000
 #: Hours after the window's first a bucket code has room for (``_RunBuckets.slots``):
 #: far more than the window and the future tolerance of ``schemas.event``.
 _HOUR_SPAN = 1 << 20
-#: Events validated and grouped at a time (see ``_fold_chunk``).
-CHUNK_LINES = 10_000
+#: Bytes of records validated and grouped at a time (see ``_fold_chunk``):
+#: about 11,000 events of the usual size.
+CHUNK_BYTES = 4 * 1024 * 1024
 #: Decoded bucket records a run holds before writing them back early.
 LOADED_MAX = 8_000
 #: Events whose adds a run holds before adding them to their buckets (about
@@ -115,7 +116,7 @@ def fold_records(
         return out
     records = _once_each(records, out)
     run = _RunBuckets(records[0].partition, window_start_hour(now), buckets, cache)
-    for chunk in _chunks(records, CHUNK_LINES):
+    for chunk in _chunks(records, CHUNK_BYTES):
         _fold_chunk(
             chunk,
             seen_blocks,
@@ -327,15 +328,20 @@ def _write_back(out: FoldStats, buckets: MutableMapping[bytes, bytes], *, releas
                 table[key] = None
 
 
-def _chunks(records: Sequence[Record], max_lines: int) -> Iterator[Sequence[Record]]:
-    """Whole records, at most about ``max_lines`` events a chunk (one record at least)."""
-    start, lines = 0, 0
+def _chunks(records: Sequence[Record], max_bytes: int) -> Iterator[Sequence[Record]]:
+    """Whole records, at most ``max_bytes`` of values a chunk (one record at least).
+
+    Bounded by bytes rather than lines: a chunk's memory follows its bytes,
+    and a value's length costs nothing to read (counting its newlines cost
+    a pass over every byte of the run).
+    """
+    start, size = 0, 0
     for i, record in enumerate(records):
-        n = record.value.count(b"\n") + 1 if record.value else 0
-        if lines and lines + n > max_lines:
+        n = len(record.value) if record.value else 0
+        if size and size + n > max_bytes:
             yield records[start:i]
-            start, lines = i, 0
-        lines += n
+            start, size = i, 0
+        size += n
     yield records[start:]
 
 
@@ -493,7 +499,7 @@ def _first_sightings(
     rows["partition"] = partition
     rows["offset"], rows["line"] = off[kept], line[kept]
     rows["first_seen"] = np.where(itself[kept], prior.first_seen[kept], now_s)
-    seen.add_rows(rows[new[kept]])
+    seen.add_rows(np.compress(new[kept], rows))
     return keep, rows
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -72,6 +72,8 @@ ROW = np.dtype(
     ]
 )
 assert _BLOCK_ROW.itemsize == _ENTRY.size == ROW.itemsize
+#: What a lookup answers of each id's row.
+_WHERE = ("partition", "offset", "line", "first_seen")
 
 
 class Seen(NamedTuple):
@@ -191,16 +193,18 @@ class SeenIds:
         order = np.argsort(hi)
         hi, lo = hi[order], lo[order]
         found = np.zeros(n, dtype=bool)
-        out = np.zeros(n, dtype=ROW)
+        out = {name: np.zeros(n, dtype=ROW[name]) for name in _WHERE}
         for run, run_hi in zip(self._runs, self._his, strict=True):  # oldest first: later wins
             pos = np.searchsorted(run_hi, hi)
             for _ in range(4):
                 at = np.minimum(pos, len(run) - 1)
-                row = run[at]
+                row = np.take(run, at)  # ``run[at]`` copies structured rows ~10x slower
                 hit = (pos < len(run)) & (row["hi"] == hi)
                 exact = hit & (row["lo"] == lo)
                 newer = exact & (~found | (row["first_seen"] >= out["first_seen"]))
-                out[newer] = row[newer]
+                if newer.any():
+                    for name, column in out.items():
+                        np.copyto(column, row[name], where=newer)
                 found |= exact
                 # Another id with the same high half (1 in 2^64 per pair):
                 # look at the next row for the ids not matched yet.
@@ -212,8 +216,7 @@ class SeenIds:
                 self._lookup_slowly(run, hi, lo, found, out)
         given = np.empty(n, dtype=np.intp)
         given[order] = np.arange(n)
-        found, out = found[given], out[given]
-        return Lookup(found, out["partition"], out["offset"], out["line"], out["first_seen"])
+        return Lookup(found[given], *(out[name][given] for name in _WHERE))
 
     @staticmethod
     def _lookup_slowly(
@@ -221,7 +224,7 @@ class SeenIds:
         hi: npt.NDArray[np.uint64],
         lo: npt.NDArray[np.uint64],
         found: npt.NDArray[np.bool_],
-        out: npt.NDArray[np.void],
+        out: dict[str, npt.NDArray[Any]],
     ) -> None:
         for k in range(len(hi)):
             left = int(np.searchsorted(run["hi"], hi[k], "left"))
@@ -230,7 +233,8 @@ class SeenIds:
                 if run["lo"][j] == lo[k] and (
                     not found[k] or run["first_seen"][j] >= out["first_seen"][k]
                 ):
-                    out[k] = run[j]
+                    for name, column in out.items():
+                        column[k] = run[name][j]
                     found[k] = True
 
     def add_rows(self, rows: npt.NDArray[np.void]) -> None:
@@ -246,7 +250,7 @@ class SeenIds:
 
     def expire(self, cutoff: float) -> None:
         """Drop sightings older than ``cutoff``: outside the dedup window, they decide nothing."""
-        kept = [r[r["first_seen"] >= cutoff] for r in self._runs]
+        kept = [np.compress(r["first_seen"] >= cutoff, r) for r in self._runs]
         self._runs = [r for r in kept if len(r)]
         self._his = [np.ascontiguousarray(r["hi"]) for r in self._runs]
 
@@ -285,25 +289,19 @@ def _merge_runs(
     """``_newest_each`` of two runs, older then newer, and its ``hi`` column.
 
     When no high half is in both runs (ids are random: the usual case), no
-    id is either, and the result is the two runs interleaved: each row's
-    place is its place in its own run plus the rows of the other run
-    before it (a binary search each way), with no sort and one copy of
-    each row. Otherwise the general path sorts them together.
+    id is either, and the result is the two runs interleaved: a stable sort
+    of the two ``hi`` columns end to end (timsort finds the two sorted runs
+    and merges them in one linear pass), then one gather of the rows with
+    ``np.take`` (indexing structured rows directly copies them ~10x slower).
+    Otherwise the general path sorts them together.
     """
-    at = np.searchsorted(older_hi, newer_hi)
-    shared = older_hi[np.minimum(at, len(older_hi) - 1)] == newer_hi
-    if shared.any():
+    both_hi = np.concatenate([older_hi, newer_hi])
+    order = np.argsort(both_hi, kind="stable")
+    merged_hi = np.take(both_hi, order)
+    if (merged_hi[1:] == merged_hi[:-1]).any():
         merged = _newest_each(np.concatenate([older, newer]))
         return merged, np.ascontiguousarray(merged["hi"])
-    new_at = at + np.arange(len(newer))
-    old_at = np.searchsorted(newer_hi, older_hi) + np.arange(len(older))
-    merged = np.empty(len(older) + len(newer), dtype=ROW)
-    merged[new_at] = newer
-    merged[old_at] = older
-    merged_hi = np.empty(len(merged), dtype=np.uint64)
-    merged_hi[new_at] = newer_hi
-    merged_hi[old_at] = older_hi
-    return merged, merged_hi
+    return np.take(np.concatenate([older, newer]), order), merged_hi
 
 
 def _newest_each(rows: npt.NDArray[np.void]) -> npt.NDArray[np.void]:
@@ -316,7 +314,7 @@ def _newest_each(rows: npt.NDArray[np.void]) -> npt.NDArray[np.void]:
     themselves, by (low half, ``first_seen``, the order given).
     """
     order = np.argsort(rows["hi"], kind="stable")
-    ranked = rows[order]
+    ranked = np.take(rows, order)  # ``rows[order]`` copies structured rows ~10x slower
     hi = ranked["hi"]
     tied = hi[1:] == hi[:-1]
     if tied.any():
@@ -331,4 +329,4 @@ def _newest_each(rows: npt.NDArray[np.void]) -> npt.NDArray[np.void]:
         ranked[sub] = part[np.lexsort((sub, part["first_seen"], part["lo"], part["hi"]))]
     last = np.ones(len(ranked), dtype=bool)
     last[:-1] = (ranked["hi"][1:] != ranked["hi"][:-1]) | (ranked["lo"][1:] != ranked["lo"][:-1])
-    return ranked[last]
+    return np.compress(last, ranked)

@@ -101,7 +101,7 @@ def test_a_run_folded_in_chunks_counts_as_one_run(event_factory: Any, monkeypatc
     records.append(_record(30, [docs[0], docs[50]]))  # copies of earlier events
     whole: dict[bytes, bytes] = {}
     one = _fold(records, whole, {})
-    monkeypatch.setattr(fold_module, "CHUNK_LINES", 4)
+    monkeypatch.setattr(fold_module, "CHUNK_BYTES", 1)  # a record a chunk
     monkeypatch.setattr(fold_module, "LOADED_MAX", 1)  # written back after every chunk
     chunked: dict[bytes, bytes] = {}
     seen: dict[bytes, bytes] = {}
@@ -139,7 +139,7 @@ def test_adds_held_for_the_run_or_applied_early_count_the_same(
         for i, (p, h) in enumerate([(p, h) for h in range(6) for p in "xyz"] * 4)
     ]
     records = [_record(i, docs[i * 3 : (i + 1) * 3]) for i in range(len(docs) // 3)]
-    monkeypatch.setattr(fold_module, "CHUNK_LINES", 4)
+    monkeypatch.setattr(fold_module, "CHUNK_BYTES", 1)  # a record a chunk
     held: dict[bytes, bytes] = {}
     one = _fold(records, held, {})
     monkeypatch.setattr(fold_module, "ADDS_MAX", 1)  # applied after every chunk
@@ -162,7 +162,7 @@ def test_a_run_that_starts_with_a_replay_counts_only_what_is_new(
     """Rule 1 per slot: records already folded replay, the rest of the same run counts."""
     import processors.worker.fold as fold_module
 
-    monkeypatch.setattr(fold_module, "CHUNK_LINES", 4)
+    monkeypatch.setattr(fold_module, "CHUNK_BYTES", 1)  # a record a chunk
     docs = [_doc(event_factory, provider=p) for p in "xyxyxyxyxyxyxyxyxyxy"]
     records = [_record(i, docs[i * 2 : (i + 1) * 2]) for i in range(10)]
     whole: dict[bytes, bytes] = {}
