@@ -400,8 +400,13 @@ class FaustAdapter:
         await self._writes.settled()
 
     async def flush_changelog(self) -> None:
-        """Ship the held writes of a timer (expiry, sweeps) without waiting for them."""
+        """Ship the held writes (a timer's, or a partition's run) without waiting for them.
+
+        The loop turn after it lets aiokafka's sender take the new batches to
+        the broker while the caller goes on folding.
+        """
         await self._outbox.flush()
+        await asyncio.sleep(0)
 
     @contextlib.contextmanager
     def at(self, partition: int) -> Iterator[Tables]:

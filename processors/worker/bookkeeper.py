@@ -127,6 +127,9 @@ class FaustSide(Protocol):
     async def settled(self) -> None:
         """Return once every changelog write made so far is acknowledged by the broker."""
 
+    async def flush_changelog(self) -> None:
+        """Send the changelog writes made so far, without waiting for their acknowledgement."""
+
     def at(self, partition: int) -> AbstractContextManager[Tables]:
         """The ``buckets`` and ``seen`` tables, reading and writing ``partition``'s part."""
 
@@ -353,6 +356,10 @@ class PartitionBook:
                     if not await self._fold_partition(partition, evs, held):
                         self._fence(live)  # partitions moved: fold no more of this batch
                         break
+                    # On their way while the next partition folds: at the end
+                    # of the batch, only the last partition's writes are left
+                    # to wait for.
+                    await self.side.flush_changelog()
                 await self.side.settled()
         except BaseException:
             self._fence(batch)

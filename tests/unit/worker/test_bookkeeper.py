@@ -119,6 +119,8 @@ class FakeSide:
         self.on_read: Any = None
         self.hold_writes: asyncio.Event | None = None
         self.stalled: set[int] = set()
+        #: the partitions with writes made so far, at each ``flush_changelog``
+        self.flushed: list[set[int]] = []
 
     @classmethod
     def restored(cls, kafka: Kafka, **kw: Any) -> FakeSide:
@@ -174,6 +176,10 @@ class FakeSide:
         if self.on_read is not None:
             self.on_read(partition, start, end)
         return [r for r in self.kafka.logs.get(partition, []) if start <= r.offset < end]
+
+    async def flush_changelog(self) -> None:
+        self.flushed.append({p for _, p, _, _ in self.pending})
+        await asyncio.sleep(0)
 
     async def settled(self) -> None:
         await asyncio.sleep(0)
@@ -392,6 +398,18 @@ def test_rule3_a_batch_returns_only_once_its_writes_are_in_the_changelog() -> No
     assert restored_counts(kafka) == want(3)
     run(b.before_revoke())  # and a revoke waits the same way
     assert side.pending == []
+
+
+def test_rule3_a_partition_s_writes_are_sent_before_the_next_partition_folds() -> None:
+    """Sent early (the broker works while we fold); acknowledged still only at the end."""
+    kafka = Kafka()
+    kafka.produce(0, *models(2))
+    kafka.produce(1, *models(3, start=2))
+    side = FakeSide(kafka, held={0, 1})
+    fold(book(side), side.deliver(0, [0, 1]) + side.deliver(1, [0, 1, 2]))
+    assert side.flushed == [{0}, {0, 1}]
+    assert side.pending == []
+    assert restored_counts(kafka) == want(5)
 
 
 def test_rule3_each_reread_step_is_in_the_changelog_before_the_next_is_read() -> None:
