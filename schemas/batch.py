@@ -402,11 +402,89 @@ def _ts_in_range(cores: list[str], now_us: int, stamps: list[str]) -> list[int |
             us = np.array(cores, dtype="datetime64[us]").astype(np.int64)
     except ValueError:
         return [_ts_ms(s, now_us) for s in stamps]
-    ms = us // 1000
+    return _in_range(us // 1000, now_us)
+
+
+def _in_range(ms: npt.NDArray[np.int64], now_us: int) -> list[int | None]:
+    """Each unix ms, or None where it is outside the accepted range around ``now``."""
     inside = (ms * 1000 - now_us <= _FUTURE_US) & (now_us - ms * 1000 <= _AGE_US)
     if inside.all():
-        return ms.tolist()
+        return ms.tolist()  # type: ignore[no-any-return]
     return [v if ok else None for v, ok in zip(ms.tolist(), inside.tolist(), strict=True)]
+
+
+#: Where the digits of ``YYYY-MM-DDTHH:MM:SS`` are, and the marks between them.
+_PLAIN_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
+_PLAIN_MARKS = [(4, "-"), (7, "-"), (10, "T"), (13, ":"), (16, ":")]
+_DAYS_IN_MONTH = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+_DIGIT_WEIGHTS = {k: 10 ** np.arange(k - 1, -1, -1, dtype=np.int64) for k in range(1, 7)}
+
+
+def _plain_utc_ms(stamps: list[str], now_us: int) -> list[int | None] | None:
+    """``_ts_column`` of a column of one plain UTC form, from the digits; None for any other.
+
+    The form: ``YYYY-MM-DDTHH:MM:SS``, then ``.`` and 1 to 6 digits or
+    nothing, then ``Z`` or ``+00:00``; one length for the whole column (what
+    gateways and our own encoder write). The text is read as a grid of
+    bytes, a row per stamp: every mark in its column, every other byte an
+    ASCII digit, every field in its calendar range, and the instant is
+    computed from the fields (days from the civil date, as ``datetime``
+    does), the fraction truncated to the millisecond. Anything else (a day
+    the month does not have, another offset, a lowercase ``t``) returns
+    None, and the caller parses the column (``_ts_column``), which decides
+    it exactly as the model does; ``tests/unit/schemas/test_batch.py``
+    compares the two.
+    """
+    n = len(stamps)
+    if not n:
+        return None
+    size = len(stamps[0])
+    suffix = "Z" if stamps[0].endswith("Z") else "+00:00"
+    fraction = size - 19 - len(suffix)  # 0, or the dot and its digits
+    if fraction < 0 or fraction == 1 or fraction > 7:
+        return None
+    joined = "\n".join(stamps) + "\n"
+    if len(joined) != n * (size + 1) or not joined.isascii():
+        return None
+    # n rows of size + 1 bytes, each ending in the one newline it may hold
+    # (checked below): so each row is one stamp, and every stamp is of this size.
+    grid = np.frombuffer(joined.encode("ascii"), dtype=np.uint8).reshape(n, size + 1)
+    marks = [*_PLAIN_MARKS, *([(19, ".")] if fraction else [])]
+    marks += [(size - len(suffix) + k, c) for k, c in enumerate(suffix)] + [(size, "\n")]
+    columns = [k for k, _ in marks]
+    want = np.frombuffer("".join(c for _, c in marks).encode("ascii"), dtype=np.uint8)
+    if not (grid[:, columns] == want).all():
+        return None
+    digits = grid[:, _PLAIN_DIGITS + list(range(20, 19 + fraction))].astype(np.int64) - 48
+    if ((digits < 0) | (digits > 9)).any():
+        return None
+    year = digits[:, 0] * 1000 + digits[:, 1] * 100 + digits[:, 2] * 10 + digits[:, 3]
+    month, day, hour, minute, second = (
+        digits[:, k] * 10 + digits[:, k + 1] for k in range(4, 14, 2)
+    )
+    if not (
+        (year >= 1).all()
+        and ((month >= 1) & (month <= 12)).all()
+        and (day >= 1).all()
+        and (hour <= 23).all()
+        and (minute <= 59).all()
+        and (second <= 59).all()
+    ):
+        return None
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    if (day > _DAYS_IN_MONTH[month - 1] + (leap & (month == 2))).any():
+        return None
+    # Days since 1970-01-01 of the civil date (H. Hinnant's days_from_civil).
+    y = year - (month <= 2)
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (month + np.where(month > 2, -3, 9)) + 2) // 5 + day - 1
+    days = era * 146_097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719_468
+    ms = (((days * 24 + hour) * 60 + minute) * 60 + second) * 1000
+    if fraction:
+        us = digits[:, 14:] @ _DIGIT_WEIGHTS[fraction - 1] * 10 ** (7 - fraction)
+        ms += us // 1000
+    return _in_range(ms, now_us)
 
 
 def round3(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -499,12 +577,14 @@ def _judge(wires: list[Any], where: list[int], now_us: int) -> _Judged:
     n = len(wires)
     raw_ts = [w.ts for w in wires]
     ts_size = _utc_stamp_length("\n".join(raw_ts), n)
-    all_utc = ts_size is not None or _utc_stamp_forms(raw_ts)
-    ts_ok = None if all_utc else _matching(raw_ts, _RFC3339, _RFC3339_RUN)[1]
-    checked_ts = raw_ts
-    if ts_ok is not None:
-        checked_ts = [t if good else _NO_TS for t, good in zip(raw_ts, ts_ok, strict=True)]
-    stamps = _ts_column(checked_ts, now_us)
+    stamps = _plain_utc_ms(raw_ts, now_us)
+    if stamps is None:
+        all_utc = ts_size is not None or _utc_stamp_forms(raw_ts)
+        ts_ok = None if all_utc else _matching(raw_ts, _RFC3339, _RFC3339_RUN)[1]
+        checked_ts = raw_ts
+        if ts_ok is not None:
+            checked_ts = [t if good else _NO_TS for t, good in zip(raw_ts, ts_ok, strict=True)]
+        stamps = _ts_column(checked_ts, now_us)
     event_id = [w.event_id for w in wires]
     if not _uuid_column("\n".join(event_id), n):
         _, ids_ok = _matching(event_id, _UUID, _UUID_RUN)

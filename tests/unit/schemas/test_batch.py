@@ -246,3 +246,73 @@ def test_stamps_of_several_lengths_have_the_fate_they_have_alone(
             assert rejected.get(i) == (exc.field, exc.reason), line
             continue
         assert batch.events.ts_ms[at[i]] == round(ev.ts.timestamp() * 1000), line
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_plain_utc_stamps_are_read_from_their_digits_as_parsing_reads_them(
+    seed: int, monkeypatch: Any
+) -> None:
+    """``_plain_utc_ms`` (the usual column, computed from its digits) against
+    ``_ts_column`` (numpy's parse), over every year, leap days and month ends
+    included, for each form; with the accepted range opened wide so that every
+    instant is compared, not only those near now."""
+    import schemas.batch as batch_module
+
+    monkeypatch.setattr(batch_module, "_FUTURE_US", 1 << 62)
+    monkeypatch.setattr(batch_module, "_AGE_US", 1 << 62)
+    rng = random.Random(seed)
+    suffix = ["Z", "+00:00"][seed % 2]
+    fraction = ["", ".1", ".12", ".123", ".1234", ".12345", ".123456"][seed]
+    moments = [datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)]
+    moments += [datetime(y, 2, 29, 23, 59, 59, tzinfo=UTC) for y in (4, 1600, 2000, 2024)]
+    moments += [datetime(y, 12, 31, tzinfo=UTC) for y in (1969, 1970, 2100)]
+    moments += [
+        datetime(1, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(315_537_897_599))
+        for _ in range(2_000)
+    ]
+    stamps = []
+    for m in moments:
+        digits = "".join(rng.choice("0123456789") for _ in fraction[1:])
+        stamps.append(m.strftime("%Y-%m-%dT%H:%M:%S").rjust(19, "0") + fraction[:1] + digits)
+    stamps = [s + suffix for s in stamps]
+    now_us = batch_module._us(NOW)
+    got = batch_module._plain_utc_ms(stamps, now_us)
+    assert got is not None
+    assert got == batch_module._ts_column(stamps, now_us)
+    # What the form does not cover is left to the parse, whole column.
+    for odd in ("2026-02-29", "2100-02-29", "2026-04-31", "2026-13-01", "0000-01-01"):
+        bad = [*stamps[:5], odd + stamps[5][10:]]
+        assert batch_module._plain_utc_ms(bad, now_us) is None
+    assert batch_module._plain_utc_ms([stamps[0], stamps[1].replace("T", "t")], now_us) is None
+    assert batch_module._plain_utc_ms([stamps[0], "\u0661" + stamps[1][1:]], now_us) is None
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_column_of_one_form_with_a_bad_stamp_of_its_length_is_decided_alone(
+    event_factory: Any, seed: int
+) -> None:
+    """One length for every stamp (the form ``_plain_utc_ms`` takes) and one
+    odd stamp of that length among them: it has the fate it has alone, the
+    others are read as the model reads them."""
+    rng = random.Random(seed)
+    suffix = ["Z", "+00:00"][seed % 2]
+    fraction = ["", ".123", ".123456", ".5"][seed // 2]
+    docs = []
+    for _ in range(200):
+        moment = NOW - timedelta(seconds=rng.randint(1, 86_400), microseconds=rng.randrange(10**6))
+        stamp = moment.strftime("%Y-%m-%dT%H:%M:%S") + moment.strftime(".%f")[: len(fraction)]
+        docs.append(event_factory(ts=stamp + suffix))
+    odd = "2026-02-30T11:00:00" + fraction + suffix
+    docs[rng.randrange(len(docs))]["ts"] = odd
+    lines = [orjson.dumps(d) for d in docs]
+    batch = validate_lines(lines, now=NOW)
+    rejected = {i: (e.field, e.reason) for i, e in batch.rejects}
+    at = {i: k for k, i in enumerate(batch.events.index)}
+    assert len(rejected) == 1
+    for i, line in enumerate(lines):
+        try:
+            ev = decode_event(line, now=NOW)
+        except InvalidEvent as exc:
+            assert rejected.get(i) == (exc.field, exc.reason), line
+            continue
+        assert batch.events.ts_ms[at[i]] == round(ev.ts.timestamp() * 1000), line
