@@ -409,7 +409,7 @@ def _in_range(ms: npt.NDArray[np.int64], now_us: int) -> list[int | None]:
     """Each unix ms, or None where it is outside the accepted range around ``now``."""
     inside = (ms * 1000 - now_us <= _FUTURE_US) & (now_us - ms * 1000 <= _AGE_US)
     if inside.all():
-        return ms.tolist()  # type: ignore[no-any-return]
+        return ms.tolist()
     return [v if ok else None for v, ok in zip(ms.tolist(), inside.tolist(), strict=True)]
 
 
