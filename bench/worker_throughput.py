@@ -464,6 +464,27 @@ WHAT_IFS = {
         "import processors.worker.faust_private as _fp\n"
         "_fp.take_weighted = lambda stream, *a, **k: stream.take_events(1000, within=1.0)\n",
     ),
+    "waits": (
+        "the worker unchanged, logging per batch the time it waited for the batch and folded it",
+        "import sys, time\n"
+        "import processors.worker.faust_private as _fp\n"
+        "_take = _fp.take_weighted\n"
+        "def _timed(*a, **k):\n"
+        "    batches = _take(*a, **k)\n"
+        "    async def timed():\n"
+        "        waited = folded = 0.0\n"
+        "        mark = time.perf_counter()\n"
+        "        async for batch in batches:\n"
+        "            got = time.perf_counter()\n"
+        "            waited += got - mark\n"
+        "            yield batch\n"
+        "            mark = time.perf_counter()\n"
+        "            folded += mark - got\n"
+        "            print(f'waits: {len(batch)} records, waited {waited:.3f} s, '\n"
+        "                  f'folded {folded:.3f} s', file=sys.stderr, flush=True)\n"
+        "    return timed()\n"
+        "_fp.take_weighted = _timed\n",
+    ),
     "no-settle": (
         "UNSAFE ceiling: the agent does not wait for its changelog writes",
         "import processors.worker.app as _a\n"

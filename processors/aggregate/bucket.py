@@ -18,7 +18,12 @@ import numpy as np
 import numpy.typing as npt
 
 from processors.aggregate.columns import BucketInputs
-from processors.aggregate.sketch import QuantileSketch, add_grouped, encode_sketches
+from processors.aggregate.sketch import (
+    QuantileSketch,
+    add_grouped,
+    encode_sketches,
+    group_order,
+)
 from schemas.event import RequestEvent
 from schemas.stats import Figures
 
@@ -94,7 +99,7 @@ class HourBucket:
         n = len(cols)
         if not n:
             return
-        order = np.argsort(group, kind="stable")
+        order = group_order(group, len(buckets))
         g = group[order]
         starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
 

@@ -33,7 +33,13 @@ import numpy as np
 import numpy.typing as npt
 from ddsketch import LogarithmicMapping
 
-__all__ = ["RELATIVE_ACCURACY", "QuantileSketch", "add_grouped", "encode_sketches"]
+__all__ = [
+    "RELATIVE_ACCURACY",
+    "QuantileSketch",
+    "add_grouped",
+    "encode_sketches",
+    "group_order",
+]
 
 #: Half the 1% the contract allows. The exact quantile we promise is the value
 #: of the event at rank floor(q * (n - 1)), 0-based (docs/queries.md shows it in SQL);
@@ -357,6 +363,18 @@ def _keys(values: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
     return keys
 
 
+def group_order(group: npt.NDArray[np.intp], groups: int) -> npt.NDArray[np.intp]:
+    """``np.argsort(group, kind="stable")`` for group numbers below ``groups``.
+
+    numpy's stable sort of 16-bit integers is a radix sort: for the usual
+    batch (fewer than 65,536 buckets) it is ten times quicker than the
+    timsort it uses for 64-bit ones, with the same result.
+    """
+    if groups <= 1 << 16:
+        return np.argsort(group.astype(np.uint16), kind="stable")
+    return np.argsort(group, kind="stable")
+
+
 def add_grouped(
     sketches: Sequence[QuantileSketch],
     group: npt.NDArray[np.intp],
@@ -373,7 +391,7 @@ def add_grouped(
     n = len(values)
     if not n:
         return
-    order = np.argsort(group, kind="stable")
+    order = group_order(group, len(sketches))
     g = group[order]
     v = values[order]
     starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])

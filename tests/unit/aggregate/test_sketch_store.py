@@ -17,7 +17,7 @@ import pytest
 from package_sketch import package_bins, package_bytes, package_quantile, package_sketch
 
 from processors.aggregate import HourBucket
-from processors.aggregate.sketch import QuantileSketch, add_grouped
+from processors.aggregate.sketch import QuantileSketch, add_grouped, group_order
 
 _QS = (0.0, 0.01, 0.25, 0.5, 0.95, 0.99, 1.0)
 
@@ -113,3 +113,12 @@ def test_quantiles_at_once_are_each_quantile(seed: int) -> None:
     sk = _ours(_values(rng))
     qs = (0.0, 0.25, 0.5, 0.95, 0.99, 1.0, 1.5, -0.1)
     assert sk.quantiles(qs) == [sk.quantile(q) for q in qs]
+
+
+@pytest.mark.parametrize("groups", [1, 7, 65_536, 65_537, 1_000_000])
+def test_group_order_is_the_stable_argsort(groups: int) -> None:
+    """The radix-sorted order (16-bit group numbers) and the wide fallback alike."""
+    rng = np.random.default_rng(groups)
+    group = rng.integers(0, groups, 20_000).astype(np.intp)
+    group[:3] = groups - 1  # the largest number is kept whole, not wrapped
+    assert np.array_equal(group_order(group, groups), np.argsort(group, kind="stable"))
