@@ -465,23 +465,27 @@ WHAT_IFS = {
         "_fp.take_weighted = lambda stream, *a, **k: stream.take_events(1000, within=1.0)\n",
     ),
     "waits": (
-        "the worker unchanged, logging per batch the time it waited for the batch and folded it",
+        "the worker unchanged, logging per batch the time it waited for the batch, folded it,"
+        " and the agent thread's CPU time while folding",
         "import sys, time\n"
         "import processors.worker.faust_private as _fp\n"
         "_take = _fp.take_weighted\n"
         "def _timed(*a, **k):\n"
         "    batches = _take(*a, **k)\n"
         "    async def timed():\n"
-        "        waited = folded = 0.0\n"
+        "        waited = folded = cpu = 0.0\n"
         "        mark = time.perf_counter()\n"
         "        async for batch in batches:\n"
         "            got = time.perf_counter()\n"
+        "            start_cpu = time.thread_time()\n"
         "            waited += got - mark\n"
         "            yield batch\n"
         "            mark = time.perf_counter()\n"
         "            folded += mark - got\n"
+        "            cpu += time.thread_time() - start_cpu\n"
         "            print(f'waits: {len(batch)} records, waited {waited:.3f} s, '\n"
-        "                  f'folded {folded:.3f} s', file=sys.stderr, flush=True)\n"
+        "                  f'folded {folded:.3f} s, agent thread CPU {cpu:.3f} s',\n"
+        "                  file=sys.stderr, flush=True)\n"
         "    return timed()\n"
         "_fp.take_weighted = _timed\n",
     ),

@@ -37,7 +37,8 @@ import warnings
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from itertools import groupby
 from typing import Annotated, Any, Literal, Union
 
@@ -416,8 +417,22 @@ def _in_range(ms: npt.NDArray[np.int64], now_us: int) -> list[int | None]:
 #: Where the digits of ``YYYY-MM-DDTHH:MM:SS`` are, and the marks between them.
 _PLAIN_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
 _PLAIN_MARKS = [(4, "-"), (7, "-"), (10, "T"), (13, ":"), (16, ":")]
-_DAYS_IN_MONTH = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
-_DIGIT_WEIGHTS = {k: 10 ** np.arange(k - 1, -1, -1, dtype=np.int64) for k in range(1, 7)}
+#: The most years one column's fast path spans (events are days old at most).
+_PLAIN_YEARS = 4
+
+
+@lru_cache(maxsize=64)
+def _month_starts(first_year: int, years: int) -> npt.NDArray[np.int64]:
+    """Days since 1970-01-01 of the 1st of each month of ``years`` years, and of the month after."""
+    days = [
+        (date(first_year + k // 12, k % 12 + 1, 1) - date(1970, 1, 1)).days
+        for k in range(12 * years)
+    ]
+    after = date(first_year + years, 1, 1) if first_year + years <= 9999 else date(9999, 12, 31)
+    days.append((after - date(1970, 1, 1)).days + (first_year + years > 9999))
+    out = np.array(days, dtype=np.int64)
+    out.flags.writeable = False
+    return out
 
 
 def _plain_utc_ms(stamps: list[str], now_us: int) -> list[int | None] | None:
@@ -425,14 +440,14 @@ def _plain_utc_ms(stamps: list[str], now_us: int) -> list[int | None] | None:
 
     The form: ``YYYY-MM-DDTHH:MM:SS``, then ``.`` and 1 to 6 digits or
     nothing, then ``Z`` or ``+00:00``; one length for the whole column (what
-    gateways and our own encoder write). The text is read as a grid of
-    bytes, a row per stamp: every mark in its column, every other byte an
-    ASCII digit, every field in its calendar range, and the instant is
-    computed from the fields (days from the civil date, as ``datetime``
-    does), the fraction truncated to the millisecond. Anything else (a day
-    the month does not have, another offset, a lowercase ``t``) returns
-    None, and the caller parses the column (``_ts_column``), which decides
-    it exactly as the model does; ``tests/unit/schemas/test_batch.py``
+    gateways and our own encoder write), within a few years. The text is
+    read as a grid of bytes, a row per stamp: every mark in its column,
+    every other byte an ASCII digit, every field in its calendar range (the
+    days of each month from ``datetime.date``), and the instant is computed
+    from the fields, the fraction truncated to the millisecond. Anything
+    else (a day the month does not have, another offset, a lowercase ``t``)
+    returns None, and the caller parses the column (``_ts_column``), which
+    decides it exactly as the model does; ``tests/unit/schemas/test_batch.py``
     compares the two.
     """
     n = len(stamps)
@@ -451,19 +466,21 @@ def _plain_utc_ms(stamps: list[str], now_us: int) -> list[int | None] | None:
     grid = np.frombuffer(joined.encode("ascii"), dtype=np.uint8).reshape(n, size + 1)
     marks = [*_PLAIN_MARKS, *([(19, ".")] if fraction else [])]
     marks += [(size - len(suffix) + k, c) for k, c in enumerate(suffix)] + [(size, "\n")]
-    columns = [k for k, _ in marks]
     want = np.frombuffer("".join(c for _, c in marks).encode("ascii"), dtype=np.uint8)
-    if not (grid[:, columns] == want).all():
+    if not (grid[:, [k for k, _ in marks]] == want).all():
         return None
-    digits = grid[:, _PLAIN_DIGITS + list(range(20, 19 + fraction))].astype(np.int64) - 48
-    if ((digits < 0) | (digits > 9)).any():
+    digits = grid[:, _PLAIN_DIGITS + list(range(20, 19 + fraction))] - np.uint8(48)
+    if (digits > 9).any():  # below '0' wraps around too
         return None
-    year = digits[:, 0] * 1000 + digits[:, 1] * 100 + digits[:, 2] * 10 + digits[:, 3]
-    month, day, hour, minute, second = (
-        digits[:, k] * 10 + digits[:, k + 1] for k in range(4, 14, 2)
-    )
+    # One contiguous row per digit place: each field is a few row operations.
+    d = np.ascontiguousarray(digits.T, dtype=np.int32)
+    year = ((d[0] * 10 + d[1]) * 10 + d[2]) * 10 + d[3]
+    month, day, hour, minute, second = (d[k] * 10 + d[k + 1] for k in range(4, 14, 2))
+    first_year = int(year.min())
+    years = int(year.max()) - first_year + 1
     if not (
-        (year >= 1).all()
+        first_year >= 1
+        and years <= _PLAIN_YEARS
         and ((month >= 1) & (month <= 12)).all()
         and (day >= 1).all()
         and (hour <= 23).all()
@@ -471,19 +488,20 @@ def _plain_utc_ms(stamps: list[str], now_us: int) -> list[int | None] | None:
         and (second <= 59).all()
     ):
         return None
-    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
-    if (day > _DAYS_IN_MONTH[month - 1] + (leap & (month == 2))).any():
+    starts = _month_starts(first_year, years)
+    at = (year - first_year) * 12 + month - 1
+    first = starts[at]
+    if (day > starts[at + 1] - first).any():
         return None
-    # Days since 1970-01-01 of the civil date (H. Hinnant's days_from_civil).
-    y = year - (month <= 2)
-    era = y // 400
-    yoe = y - era * 400
-    doy = (153 * (month + np.where(month > 2, -3, 9)) + 2) // 5 + day - 1
-    days = era * 146_097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719_468
-    ms = (((days * 24 + hour) * 60 + minute) * 60 + second) * 1000
+    seconds = ((first + (day - 1)) * 24 + hour) * 3600 + (minute * 60 + second)
+    ms = seconds * 1000
     if fraction:
-        us = digits[:, 14:] @ _DIGIT_WEIGHTS[fraction - 1] * 10 ** (7 - fraction)
-        ms += us // 1000
+        # The fraction's first three digits are its milliseconds (truncated).
+        kept = min(fraction - 1, 3)
+        milli = d[14]
+        for k in range(15, 14 + kept):
+            milli = milli * 10 + d[k]
+        ms += milli * 10 ** (3 - kept)
     return _in_range(ms, now_us)
 
 
