@@ -484,6 +484,20 @@ class TrackedTable(faust.Table):
             self.pending_writes.add(fut)
         return fut
 
+    def write_many(self, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
+        """``self[key] = value`` of each item, all of ``partition``: one RocksDB write for all.
+
+        The changelog writes are held in order, as ``send_changelog`` holds
+        them; the store's are one write batch (``faust_private.put_many``).
+        Faust's table sensors are not told of these writes (the worker
+        reads none of Faust's table metrics).
+        """
+        if self.outbox is None:
+            raise RuntimeError(f"table {self.name}: write_many needs the changelog outbox")
+        for key, value in items:
+            self.outbox.put(self, partition, key, value)
+        fp.put_many(fp.table_store(self), partition, items)
+
 
 class BucketsTable(TrackedTable):
     """The ``buckets`` table: restoring never goes back to an older record (rule 6).

@@ -33,7 +33,10 @@ What each is for (docs/architecture.md, "Exactly-once effect"):
   ``Table.apply_changelog_batch``: overridden to restore no older bucket
   record (rule 6); ``table.data``: the table's store (its ``get``,
   ``items`` and ``__delitem__`` work on the partitions held);
-  ``store._db_for_partition(p)``: one partition's RocksDB.
+  ``store._db_for_partition(p)``: one partition's RocksDB; ``put_many`` writes
+  a fold's bucket records to it as one ``rocksdict.WriteBatch(raw_mode=True)``,
+  as Faust's own ``apply_changelog_batch`` does, and notes each key's
+  partition in ``store._key_index`` as ``Store._set`` does per key.
 * ``table._verified_source_topics_for_partitions``: the source topics
   whose partition count Faust has checked against the changelog's at the
   first write; the worker checks it against the broker before Faust
@@ -61,9 +64,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
+import rocksdict
 from faust.streams import _current_event  # the store picks its partition from it
 
 __all__ = [
@@ -177,6 +181,23 @@ def table_store(table: Any) -> Any:
 def db_for_partition(store: Any, partition: int) -> Any:
     """One partition's RocksDB of a table store."""
     return store._db_for_partition(partition)
+
+
+def put_many(store: Any, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
+    """``store._set`` of each (key, value) of one partition, in one RocksDB write.
+
+    ``Store._set`` makes each write its own RocksDB write (and write-ahead
+    log append): ~6 us each, the bucket records of a week-wide batch 4% of
+    the worker's time. The keys and values are bytes, which the table's
+    serializers pass through unchanged.
+    """
+    batch = rocksdict.WriteBatch(raw_mode=True)
+    for key, value in items:
+        batch.put(key, value)
+    store._db_for_partition(partition).write(batch)
+    index = store._key_index
+    for key, _ in items:
+        index[key] = partition
 
 
 def take_weighted(

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -131,12 +132,12 @@ def fold_records(
             # A run that touches more buckets than memory should hold (a
             # week-wide catch-up over thousands of keys): write them now.
             run.apply(out)
-            _write_back(out, buckets, release=True)
+            _write_back(out, buckets, run.partition, release=True)
             run.forget()
         elif run.pending > ADDS_MAX:
             run.apply(out)
     run.apply(out)
-    _write_back(out, buckets, release=False)
+    _write_back(out, buckets, run.partition, release=False)
     return out
 
 
@@ -313,18 +314,36 @@ def _once_each(records: Sequence[Record], out: FoldStats) -> Sequence[Record]:
     return once
 
 
-def _write_back(out: FoldStats, buckets: MutableMapping[bytes, bytes], *, release: bool) -> None:
+@runtime_checkable
+class WritesMany(Protocol):
+    """A bucket store that takes a run's writes at once (the worker's table)."""
+
+    def write_many(self, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None: ...
+
+
+def _write_back(
+    out: FoldStats, buckets: MutableMapping[bytes, bytes], partition: int, *, release: bool
+) -> None:
     """Write every touched record still held; with ``release``, stop holding them.
 
     The records are encoded together (``BucketRecord.encode_many``), then
-    written one by one.
+    written in order: at once to a store that ``WritesMany``, one by one to
+    any other.
     """
     for table in (out.rewritten, out.changed):
         held = [(key, rec) for key, rec in table.items() if rec is not None]
+        if not held:
+            continue
         values = BucketRecord.encode_many([rec for _, rec in held])
-        for (key, _), value in zip(held, values, strict=True):
-            buckets[encode_bucket_key(key)] = value
-            if release:
+        raw_keys = [encode_bucket_key(key) for key, _ in held]
+        items = list(zip(raw_keys, values, strict=True))
+        if isinstance(buckets, WritesMany):
+            buckets.write_many(partition, items)
+        else:
+            for raw_key, value in items:
+                buckets[raw_key] = value
+        if release:
+            for key, _ in held:
                 table[key] = None
 
 

@@ -195,3 +195,37 @@ def test_what_the_changelog_outbox_does_in_fausts_place() -> None:
     app = faust.App("private-names-outbox", broker="kafka://127.0.0.1:1", store="memory://")
     table = app.Table("outbox-probe", key_type=bytes, value_type=bytes)
     assert table.changelog_topic.get_topic_name() == "private-names-outbox-outbox-probe-changelog"
+
+
+def test_put_many_writes_as_the_store_writes_each_key(tmp_path: Any) -> None:
+    """``put_many`` (one RocksDB write batch) leaves the partition's database and the
+    key index as ``Store._set`` of each key does, on a real RocksDB store."""
+    assert "self._key_index[key] = partition" in inspect.getsource(RocksStore._set), (
+        "faust Store._set no longer records the key's partition in _key_index"
+    )
+    assert "WriteBatch(raw_mode=True)" in inspect.getsource(RocksStore.apply_changelog_batch), (
+        "faust's rocksdict store no longer writes raw-mode write batches"
+    )
+    app = faust.App(
+        "private-names-put-many",
+        broker="kafka://127.0.0.1:1",
+        store="rocksdb://",
+        datadir=str(tmp_path),
+    )
+    one = app.Table("one", key_type=bytes, value_type=bytes, partitions=4)
+    many = app.Table("many", key_type=bytes, value_type=bytes, partitions=4)
+    items = [(b"k%d" % i, bytes([i]) * (i + 1)) for i in range(50)] + [(b"k3", b"again")]
+    store_one, store_many = fp.table_store(one), fp.table_store(many)
+
+    class Anchor:
+        class message:
+            topic, partition = "t", 2
+
+    with fp.current_event(Anchor()):
+        for key, value in items:
+            store_one._set(key, value)
+    fp.put_many(store_many, 2, items)
+    for store in (store_one, store_many):
+        db = fp.db_for_partition(store, 2)
+        assert {k: db.get(k) for k, _ in items} == dict(items)
+        assert all(store._key_index[k] == 2 for k, _ in items)

@@ -183,3 +183,27 @@ def test_a_run_that_starts_with_a_replay_counts_only_what_is_new(
     assert (first.counted, rest.counted, rest.replayed) == (8, 12, 4)
     assert parts == whole
     assert set(rest.rewritten) == set(rest.changed)  # both buckets were replayed and grew
+
+
+def test_a_store_that_writes_many_gets_each_run_s_records_at_once(event_factory: Any) -> None:
+    """The worker's table takes a run's bucket records in one call (``WritesMany``),
+    with the run's partition; what it holds then is what key-by-key writes leave."""
+
+    class Many(dict[bytes, bytes]):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[tuple[int, int]] = []
+
+        def write_many(self, partition: int, items: Any) -> None:
+            self.calls.append((partition, len(items)))
+            self.update(items)
+
+    docs = [_doc(event_factory, provider=p) for p in "xyzxyz"]
+    records = [_record(i, docs[i * 2 : (i + 1) * 2], partition=3) for i in range(3)]
+    one_by_one: dict[bytes, bytes] = {}
+    _fold(records, one_by_one, {})
+    many = Many()
+    result = _fold(records, many, {})
+    assert dict(many) == one_by_one
+    assert many.calls == [(3, 3)]  # three buckets changed, none rewritten
+    assert len(result.changed) == 3
