@@ -72,6 +72,12 @@ ROW = np.dtype(
     ]
 )
 assert _BLOCK_ROW.itemsize == _ENTRY.size == ROW.itemsize
+#: A new run merges into the last while it is at least 1/_MERGE_AT of its size.
+#: 1 makes the runs' sizes the binary digits of the ids held: each id is copied
+#: about log2(ids / run) times. 2 (merging at half the size) copied each one
+#: more often, for fewer runs to look in: 0.36 against 0.34 us an id with a
+#: million ids, 0.81 against 0.67 with eight million.
+_MERGE_AT = 1
 #: What a lookup answers of each id's row.
 _WHERE = ("partition", "offset", "line", "first_seen")
 
@@ -162,8 +168,8 @@ class SeenIds:
     """event_id -> ``Seen``, over the blocks of the partitions a worker holds.
 
     Sorted runs of ``ROW``, each with one row per id (its newest sighting);
-    a new run merges into the one before while it is at least half its
-    size, so there are about log2(ids / run) runs. An id may be in several
+    a new run merges into the one before while it is at least as large
+    (``_MERGE_AT``), so there are at most about log2(ids / run) runs. An id may be in several
     runs: the newest sighting (``first_seen``, then the later run) wins.
     """
 
@@ -198,20 +204,24 @@ class SeenIds:
             pos = np.searchsorted(run_hi, hi)
             for _ in range(4):
                 at = np.minimum(pos, len(run) - 1)
-                row = np.take(run, at)  # ``run[at]`` copies structured rows ~10x slower
-                hit = (pos < len(run)) & (row["hi"] == hi)
-                exact = hit & (row["lo"] == lo)
-                newer = exact & (~found | (row["first_seen"] >= out["first_seen"]))
-                if newer.any():
-                    for name, column in out.items():
-                        np.copyto(column, row[name], where=newer)
-                found |= exact
+                # Most ids are new: compare the high halves first, and copy
+                # out only the rows that match one.
+                hit = np.flatnonzero((pos < len(run)) & (np.take(run_hi, at) == hi))
+                if not len(hit):
+                    break
+                row = np.take(run, at[hit])  # ``run[at]`` copies structured rows ~10x slower
+                exact = row["lo"] == lo[hit]
+                newer = exact & (~found[hit] | (row["first_seen"] >= out["first_seen"][hit]))
+                for name, column in out.items():
+                    column[hit[newer]] = row[name][newer]
+                found[hit[exact]] = True
                 # Another id with the same high half (1 in 2^64 per pair):
                 # look at the next row for the ids not matched yet.
-                again = hit & ~exact
-                if not again.any():
+                again = hit[~exact]
+                if not len(again):
                     break
-                pos = np.where(again, pos + 1, len(run))
+                pos = np.full(n, len(run))
+                pos[again] = at[again] + 1
             else:
                 self._lookup_slowly(run, hi, lo, found, out)
         given = np.empty(n, dtype=np.intp)
@@ -243,7 +253,7 @@ class SeenIds:
             runs, his = self._runs, self._his
             run = _newest_each(rows)
             run_hi = np.ascontiguousarray(run["hi"])
-            while runs and 2 * len(run) >= len(runs[-1]):
+            while runs and _MERGE_AT * len(run) >= len(runs[-1]):
                 run, run_hi = _merge_runs(runs.pop(), his.pop(), run, run_hi)
             runs.append(run)
             his.append(run_hi)
