@@ -206,6 +206,22 @@ def test_one_bad_pattern_among_valid_events_is_rejected_alone(
     ]
 
 
+def _stamps_have_their_own_fate(lines: list[bytes]) -> int:
+    """Each line's fate through ``validate_lines`` is its fate through ``decode_event``,
+    and a valid one's time is the model's, to the millisecond; returns the rejects."""
+    batch = validate_lines(lines, now=NOW)
+    rejected = {i: (e.field, e.reason) for i, e in batch.rejects}
+    at = {i: k for k, i in enumerate(batch.events.index)}
+    for i, line in enumerate(lines):
+        try:
+            ev = decode_event(line, now=NOW)
+        except InvalidEvent as exc:
+            assert rejected.get(i) == (exc.field, exc.reason), line
+            continue
+        assert batch.events.ts_ms[at[i]] == round(ev.ts.timestamp() * 1000), line
+    return len(rejected)
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_stamps_of_several_lengths_have_the_fate_they_have_alone(
     event_factory: Any, seed: int
@@ -235,17 +251,7 @@ def test_stamps_of_several_lengths_have_the_fate_they_have_alone(
         docs.append(event_factory(ts=stamp + rng.choice(forms) + offset))
     for _ in range(seed % 4):
         docs[rng.randrange(len(docs))]["ts"] = rng.choice(odd)
-    lines = [orjson.dumps(d) for d in docs]
-    batch = validate_lines(lines, now=NOW)
-    rejected = {i: (e.field, e.reason) for i, e in batch.rejects}
-    at = {i: k for k, i in enumerate(batch.events.index)}
-    for i, line in enumerate(lines):
-        try:
-            ev = decode_event(line, now=NOW)
-        except InvalidEvent as exc:
-            assert rejected.get(i) == (exc.field, exc.reason), line
-            continue
-        assert batch.events.ts_ms[at[i]] == round(ev.ts.timestamp() * 1000), line
+    _stamps_have_their_own_fate([orjson.dumps(d) for d in docs])
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -313,15 +319,4 @@ def test_a_column_of_one_form_with_a_bad_stamp_of_its_length_is_decided_alone(
         docs.append(event_factory(ts=stamp + suffix))
     odd = "2026-02-30T11:00:00" + fraction + suffix
     docs[rng.randrange(len(docs))]["ts"] = odd
-    lines = [orjson.dumps(d) for d in docs]
-    batch = validate_lines(lines, now=NOW)
-    rejected = {i: (e.field, e.reason) for i, e in batch.rejects}
-    at = {i: k for k, i in enumerate(batch.events.index)}
-    assert len(rejected) == 1
-    for i, line in enumerate(lines):
-        try:
-            ev = decode_event(line, now=NOW)
-        except InvalidEvent as exc:
-            assert rejected.get(i) == (exc.field, exc.reason), line
-            continue
-        assert batch.events.ts_ms[at[i]] == round(ev.ts.timestamp() * 1000), line
+    assert _stamps_have_their_own_fate([orjson.dumps(d) for d in docs]) == 1
