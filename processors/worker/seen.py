@@ -169,8 +169,9 @@ class SeenIds:
 
     Sorted runs of ``ROW``, each with one row per id (its newest sighting);
     a new run merges into the one before while it is at least as large
-    (``_MERGE_AT``), so there are at most about log2(ids / run) runs. An id may be in several
-    runs: the newest sighting (``first_seen``, then the later run) wins.
+    (``_MERGE_AT``), so there are at most about log2(ids / run) runs. An id
+    may be in several runs: the newest sighting (``first_seen``, then the
+    later run) wins.
     """
 
     __slots__ = ("_his", "_runs")
