@@ -428,8 +428,7 @@ def _month_starts(first_year: int, years: int) -> npt.NDArray[np.int64]:
         (date(first_year + k // 12, k % 12 + 1, 1) - date(1970, 1, 1)).days
         for k in range(12 * years)
     ]
-    after = date(first_year + years, 1, 1) if first_year + years <= 9999 else date(9999, 12, 31)
-    days.append((after - date(1970, 1, 1)).days + (first_year + years > 9999))
+    days.append((date(first_year + years - 1, 12, 31) - date(1970, 1, 1)).days + 1)
     out = np.array(days, dtype=np.int64)
     out.flags.writeable = False
     return out

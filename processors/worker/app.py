@@ -457,8 +457,9 @@ class TrackedTable(faust.Table):
     """A table whose changelog writes the worker sends in batches and waits for.
 
     A write of bytes (or a tombstone) is held by the ``ChangelogOutbox`` and
-    shipped with the others of its partition when the worker settles; any
-    other value goes Faust's way, its future kept in ``PendingWrites``.
+    shipped with the others of its partition when the worker flushes (after
+    each partition's run, and from timers) or settles; any other value goes
+    Faust's way, its future kept in ``PendingWrites``.
     """
 
     pending_writes: PendingWrites | None = None
@@ -494,8 +495,7 @@ class TrackedTable(faust.Table):
         """
         if self.outbox is None:
             raise RuntimeError(f"table {self.name}: write_many needs the changelog outbox")
-        for key, value in items:
-            self.outbox.put(self, partition, key, value)
+        self.outbox.put_many(self, partition, items)
         fp.put_many(fp.table_store(self), partition, items)
 
 

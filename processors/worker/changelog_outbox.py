@@ -19,7 +19,7 @@ changelog keeps the order of the writes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from faust.types import TP
@@ -69,6 +69,10 @@ class ChangelogOutbox:
         else:
             held.append((key, value))
         return HeldWrite(partition)
+
+    def put_many(self, table: Any, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
+        """``put`` of each (key, value), in order: a run's bucket records at once."""
+        self._held.setdefault((table, partition), []).extend(items)
 
     async def flush(self) -> None:
         """Ship every held write; their futures are in ``PendingWrites`` once this returns."""
